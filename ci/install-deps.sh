@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs and starts everything the tests need on a fresh Debian 12 machine
+# (run as root). Idempotent: a second run only checks. Fails loudly.
+set -euo pipefail
+
+PKGS=(docker.io lxc squashfs-tools debootstrap socat curl dbus dbus-bin
+      libglib2.0-bin busybox-static libdrm-tests netcat-openbsd weston
+      wayland-utils iproute2 jq psmisc procps)
+
+need=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "ci: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || { echo "ci: apt-get update failed" >&2; exit 1; }
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/tmp/ci-apt.log 2>&1 \
+    || { tail -30 /tmp/ci-apt.log >&2; echo "ci: apt-get install failed" >&2; exit 1; }
+fi
+
+# Docker: leave a running engine alone; otherwise start Debian's dockerd.
+if ! docker info >/dev/null 2>&1; then
+  echo "ci: starting dockerd"
+  (dockerd --bridge=none --iptables=false >/tmp/dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { tail -30 /tmp/dockerd.log >&2; echo "ci: dockerd did not start" >&2; exit 1; }
+fi
+echo "ci: prerequisites ready (docker $(docker version --format '{{.Server.Version}}'))"

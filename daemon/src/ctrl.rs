@@ -1,0 +1,1 @@
+//! Graph sources: the pv-ctrl HTTP client and the `--graph-file` watcher.

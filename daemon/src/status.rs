@@ -1,0 +1,1 @@
+//! The status socket and the `pv-xconnect status` client.

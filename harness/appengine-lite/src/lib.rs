@@ -1,0 +1,1 @@
+//! appengine-lite: a minimal Pantavisor-compatible appengine for tests.
