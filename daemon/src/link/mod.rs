@@ -72,3 +72,46 @@ pub struct Session {
     /// Cancelled when the link is torn down or the daemon stops.
     pub shutdown: Shutdown,
 }
+
+/// Why a link could not be set up (shown as `failed: <reason>` in status).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("namespace: {0}")]
+    Ns(#[from] NsError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// A running link. Dropping it without [`LinkHandle::stop`] still cancels
+/// its tasks, but only `stop` removes what was injected.
+#[derive(Debug)]
+pub struct LinkHandle {
+    spec: Arc<LinkSpec>,
+    stats: Arc<LinkStats>,
+    shutdown: Shutdown,
+}
+
+impl LinkHandle {
+    pub fn spec(&self) -> &Arc<LinkSpec> {
+        &self.spec
+    }
+
+    pub fn stats(&self) -> &Arc<LinkStats> {
+        &self.stats
+    }
+
+    /// Stop the listener, close its sessions and remove the injected socket
+    /// or node from the consumer if that namespace still exists.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        todo!("core issue: remove injected path")
+    }
+}
+
+/// Set up a link: inject into the consumer (pid must be > 0) and start
+/// mediating. `parent` is the daemon's shutdown token.
+pub async fn start(_spec: Arc<LinkSpec>, _parent: &Shutdown) -> Result<LinkHandle, LinkError> {
+    todo!("core issue")
+}
