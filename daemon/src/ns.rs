@@ -50,12 +50,41 @@ pub async fn connect_provider(
     socket: &Path,
     creds: Option<(u32, u32)>,
 ) -> Result<UnixStream, NsError> {
-    if provider_pid == 0 && creds.is_none() {
-        return UnixStream::connect(socket).map_err(|source| NsError::Path {
-            op: "connect",
-            path: socket.to_path_buf(),
-            source,
-        });
+    if provider_pid == 0 {
+        let path = socket.to_path_buf();
+        return on_thread(move || {
+            if let Some((uid, gid)) = creds {
+                crate::sys::set_thread_creds(uid, gid).map_err(|source| NsError::Path {
+                    op: "set credentials for",
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            UnixStream::connect(&path).map_err(|source| NsError::Path {
+                op: "connect",
+                path,
+                source,
+            })
+        })
+        .await;
     }
     todo!("core issue")
+}
+
+/// Run `f` on a fresh OS thread (never a tokio worker: it may change
+/// per-thread state such as credentials or namespaces) and await its result.
+async fn on_thread<T, F>(f: F) -> Result<T, NsError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, NsError> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pvx-ns".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(NsError::Io)?;
+    rx.await
+        .map_err(|_| NsError::Refused("namespace thread panicked".into()))?
 }
