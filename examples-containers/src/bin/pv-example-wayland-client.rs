@@ -74,8 +74,7 @@ fn one_frame() -> anyhow::Result<String> {
             .with_context(|| format!("connect to {DEFAULT_DISPLAY}"))?;
         Connection::from_socket(stream).context("wayland handshake")?
     };
-    let (globals, mut queue) =
-        registry_queue_init::<State>(&conn).context("read the registry")?;
+    let (globals, mut queue) = registry_queue_init::<State>(&conn).context("read the registry")?;
     let qh = queue.handle();
     let compositor: wl_compositor::WlCompositor =
         globals.bind(&qh, 1..=4, ()).context("wl_compositor")?;
@@ -108,7 +107,9 @@ fn one_frame() -> anyhow::Result<String> {
     surface.commit();
     let mut state = State::default();
     while state.configured.is_none() {
-        queue.blocking_dispatch(&mut state).context("wait for configure")?;
+        queue
+            .blocking_dispatch(&mut state)
+            .context("wait for configure")?;
     }
     if let Some(serial) = state.configured {
         xdg.ack_configure(serial);
@@ -118,7 +119,9 @@ fn one_frame() -> anyhow::Result<String> {
     surface.frame(&qh, ());
     surface.commit();
     while !state.frame_done {
-        queue.blocking_dispatch(&mut state).context("wait for frame")?;
+        queue
+            .blocking_dispatch(&mut state)
+            .context("wait for frame")?;
     }
     buffer.destroy();
     pool.destroy();

@@ -59,7 +59,11 @@ impl Pool {
                 0,
             )
         };
-        anyhow::ensure!(ptr != libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        anyhow::ensure!(
+            ptr != libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
         Ok(Self { _fd: fd, ptr, len })
     }
 
@@ -249,7 +253,10 @@ fn frame_checksum(b: &BufferData) -> anyhow::Result<String> {
     let bytes = pool.bytes();
     let row = b.width * 4;
     let need = b.offset + b.stride * b.height.saturating_sub(1) + row;
-    anyhow::ensure!(b.stride >= row && need <= bytes.len(), "buffer outside pool");
+    anyhow::ensure!(
+        b.stride >= row && need <= bytes.len(),
+        "buffer outside pool"
+    );
     let rows = (0..b.height).map(|y| &bytes[b.offset + y * b.stride..][..row]);
     Ok(format!(
         "commit buffer {}x{} checksum={}",

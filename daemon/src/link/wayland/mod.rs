@@ -269,10 +269,7 @@ impl Pipe {
             let nfds = due.min(FDS_PER_SEND);
             // Stop before the next message that carries fds so they ride on
             // its first byte.
-            let mut end = self
-                .out_fds
-                .get(due)
-                .map_or(self.out.len(), |(at, _)| *at);
+            let mut end = self.out_fds.get(due).map_or(self.out.len(), |(at, _)| *at);
             if due > nfds {
                 // More fds due than one sendmsg may carry: spread them over
                 // the next few bytes.

@@ -95,9 +95,7 @@ fn blob(body: &[u8], off: usize) -> Result<(usize, &[u8]), WireError> {
     let len = u32_at(body, off).ok_or(WireError::Truncated)? as usize;
     let start = off + 4;
     let padded = len.checked_add(3).ok_or(WireError::Truncated)? & !3;
-    let data = body
-        .get(start..start + len)
-        .ok_or(WireError::Truncated)?;
+    let data = body.get(start..start + len).ok_or(WireError::Truncated)?;
     if start + padded > body.len() {
         return Err(WireError::Truncated);
     }
@@ -207,7 +205,10 @@ mod tests {
         body.extend_from_slice(&words(&[1, 5]));
         let args = walk(&WL_REGISTRY_INTERFACE.requests[0], &body).unwrap();
         let nid = args.new_id.unwrap();
-        assert_eq!((nid.id, nid.interface, nid.version), (5, Some(&b"wl_shm"[..]), 1));
+        assert_eq!(
+            (nid.id, nid.interface, nid.version),
+            (5, Some(&b"wl_shm"[..]), 1)
+        );
         // Lengths that overrun or strings without NUL are rejected.
         let mut bad = words(&[7, 200]);
         bad.extend_from_slice(b"wl_shm\0\0");
