@@ -567,3 +567,139 @@ async fn twenty_vanishing_clients_leave_no_fds_behind() {
     );
     s.shutdown.cancel();
 }
+
+/// One recvmsg: (offset of its first byte in the stream, length, inodes of
+/// the fds that came with it).
+type Chunk = (usize, usize, Vec<u64>);
+
+fn recv_chunks(sock: &StdStream, total: usize) -> Vec<Chunk> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut chunks = Vec::new();
+    let mut got = 0;
+    let mut buf = vec![0u8; 4096];
+    while got < total {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 32]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            .expect("recvmsg");
+        let mut inodes = Vec::new();
+        for c in msg.cmsgs().expect("cmsgs") {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: just received, owned by nobody else.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    inodes.push(nix::sys::stat::fstat(&fd).expect("fstat").st_ino);
+                }
+            }
+        }
+        assert!(msg.bytes > 0, "peer closed early");
+        chunks.push((got, msg.bytes, inodes));
+        got += msg.bytes;
+    }
+    chunks
+}
+
+fn send_with(sock: &StdStream, bytes: &[u8], fds: &[&std::fs::File]) {
+    use std::os::fd::AsRawFd;
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let n = nix::sys::socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(bytes)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .expect("sendmsg");
+    assert_eq!(n, bytes.len());
+}
+
+fn ino(f: &std::fs::File) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&f.metadata().unwrap())
+}
+
+/// The chunk that carried fd `inode` starts at or before `msg_at`, contains
+/// it, and ends at `next` (where the next fd-carrying message begins).
+fn assert_rides_with(chunks: &[Chunk], inode: u64, msg_at: usize, next: usize) {
+    let (start, len, _) = chunks
+        .iter()
+        .find(|c| c.2.contains(&inode))
+        .unwrap_or_else(|| panic!("fd never arrived: {chunks:?}"));
+    assert!(
+        *start <= msg_at && msg_at < start + len && start + len == next,
+        "fd for the message at {msg_at} came with bytes {start}..{} ({chunks:?})",
+        start + len
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fd_rides_with_its_own_message_both_ways() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let comp_path = dir.path().join("raw-compositor");
+    let listener = std::os::unix::net::UnixListener::bind(&comp_path).unwrap();
+    let s = proxy(&dir.path().join("proxy"), &comp_path, "wayland").await;
+    let p = dir.path().join("proxy");
+    tokio::task::spawn_blocking(move || {
+        let client = StdStream::connect(&p).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        server.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let w = |v: &[u32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+        let hdr = |obj: u32, op: u32, body: usize| w(&[obj, (((8 + body) as u32) << 16) | op]);
+        let bind = |name: u32, iface: &str, id: u32| {
+            let mut b = w(&[name, iface.len() as u32 + 1]);
+            b.extend_from_slice(iface.as_bytes());
+            b.resize(b.len() + 4 - iface.len() % 4, 0);
+            b.extend_from_slice(&w(&[1, id]));
+            let mut m = hdr(2, 0, b.len());
+            m.extend_from_slice(&b);
+            m
+        };
+        // Requests, all in one sendmsg with three fds.
+        let mut req = hdr(1, 1, 4);
+        req.extend_from_slice(&w(&[2])); // get_registry -> 2
+        req.extend_from_slice(&bind(1, "wl_shm", 3));
+        req.extend_from_slice(&bind(2, "wl_seat", 6));
+        req.extend_from_slice(&hdr(6, 1, 4));
+        req.extend_from_slice(&w(&[7])); // wl_seat.get_keyboard -> 7
+        let pool1 = req.len();
+        req.extend_from_slice(&hdr(3, 0, 8));
+        req.extend_from_slice(&w(&[4, 100])); // create_pool(4, fd A, 100)
+        let pool2 = req.len();
+        req.extend_from_slice(&hdr(3, 0, 8));
+        req.extend_from_slice(&w(&[5, 200])); // create_pool(5, fd B, 200)
+        req.extend_from_slice(&hdr(1, 0, 4));
+        req.extend_from_slice(&w(&[8])); // sync: no fds
+        let unknown = req.len();
+        req.extend_from_slice(&hdr(77, 3, 0)); // object the proxy never saw
+        let end = req.len();
+        let (a, b, c) = (
+            tempfile::tempfile().unwrap(),
+            tempfile::tempfile().unwrap(),
+            tempfile::tempfile().unwrap(),
+        );
+        send_with(&client, &req, &[&a, &b, &c]);
+        let chunks = recv_chunks(&server, end);
+        assert_rides_with(&chunks, ino(&a), pool1, pool2);
+        assert_rides_with(&chunks, ino(&b), pool2, unknown);
+        // Unknown message: every fd still queued goes with it.
+        assert_rides_with(&chunks, ino(&c), unknown, end);
+
+        // Events: two wl_keyboard.keymap(format, fd, size), one sendmsg.
+        let mut ev = hdr(7, 0, 8);
+        ev.extend_from_slice(&w(&[1, 10]));
+        let second = ev.len();
+        ev.extend_from_slice(&hdr(7, 0, 8));
+        ev.extend_from_slice(&w(&[1, 20]));
+        let end = ev.len();
+        let (d, e) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        send_with(&server, &ev, &[&d, &e]);
+        let chunks = recv_chunks(&client, end);
+        assert_rides_with(&chunks, ino(&d), 0, second);
+        assert_rides_with(&chunks, ino(&e), second, end);
+    })
+    .await
+    .unwrap();
+    s.shutdown.cancel();
+}
