@@ -106,7 +106,7 @@ fn proxy(rt: &tokio::runtime::Runtime, at: PathBuf, upstream: &Path) -> Arc<Link
 }
 
 /// Read events until `want` delete_ids arrived; returns the ids freed.
-fn read_deletes(conn: &mut StdStream, buf: &mut Vec<u8>, have: &mut usize, want: usize) -> Vec<u32> {
+fn read_deletes(conn: &mut StdStream, buf: &mut [u8], have: &mut usize, want: usize) -> Vec<u32> {
     let mut freed = Vec::with_capacity(want);
     while freed.len() < want {
         let n = conn.read(&mut buf[*have..]).expect("read events");
@@ -121,7 +121,9 @@ fn read_deletes(conn: &mut StdStream, buf: &mut Vec<u8>, have: &mut usize, want:
             }
             let obj = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap());
             if obj == 1 && w & 0xffff == 1 {
-                freed.push(u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap()));
+                freed.push(u32::from_ne_bytes(
+                    buf[off + 8..off + 12].try_into().unwrap(),
+                ));
             }
             off += size;
         }
@@ -226,6 +228,8 @@ fn main() {
     println!("  proxied {:>12.0} msg/s", tp);
     println!(
         "  bytes relayed by the proxy: {}",
-        stats.bytes_relayed.load(std::sync::atomic::Ordering::Relaxed)
+        stats
+            .bytes_relayed
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
 }

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pv_xconnect::graph::{LinkSpec, ServiceType};
@@ -18,11 +18,12 @@ use pv_xconnect::link::wayland::{serve, Config};
 use pv_xconnect::link::{LinkStats, Session, Upstream};
 use pv_xconnect::shutdown::Shutdown;
 use tokio::net::UnixListener;
+use tokio::sync::{Mutex, MutexGuard};
 
 /// Tests share the process fd table (the churn test counts it): one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
 }
 
 fn session(upstream: &Path, interface: &str) -> Session {
@@ -213,7 +214,7 @@ fn expect_commit(rx: &std::sync::mpsc::Receiver<String>, sum: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_frame_reaches_our_compositor_intact() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let (_comp, log) = our_compositor(&dir.path().join("w0"));
     let s = proxy(&dir.path().join("proxy"), &dir.path().join("w0"), "wayland").await;
@@ -272,7 +273,7 @@ async fn simple_shm(display: &Path) -> (bool, usize, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weston_clients_work_through_proxy_but_not_through_a_byte_splice() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let Some((_weston, sock)) = weston(&dir.path().join("xdg")) else {
         return;
@@ -441,7 +442,7 @@ impl Raw {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_hides_globals_and_refuses_binding_them() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let (_comp, _log) = our_compositor(&dir.path().join("w0"));
     let s = proxy(
@@ -494,7 +495,7 @@ async fn filter_hides_globals_and_refuses_binding_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_client_is_cut_off_alone() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let (_comp, log) = our_compositor(&dir.path().join("w0"));
     let s = proxy(&dir.path().join("proxy"), &dir.path().join("w0"), "wayland").await;
@@ -522,7 +523,7 @@ fn fd_count() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_vanishing_clients_leave_no_fds_behind() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let (_comp, log) = our_compositor(&dir.path().join("w0"));
     let s = proxy(&dir.path().join("proxy"), &dir.path().join("w0"), "wayland").await;
@@ -581,8 +582,13 @@ fn recv_chunks(sock: &StdStream, total: usize) -> Vec<Chunk> {
     while got < total {
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 32]);
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-            .expect("recvmsg");
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .expect("recvmsg");
         let mut inodes = Vec::new();
         for c in msg.cmsgs().expect("cmsgs") {
             if let ControlMessageOwned::ScmRights(fds) = c {
@@ -634,7 +640,7 @@ fn assert_rides_with(chunks: &[Chunk], inode: u64, msg_at: usize, next: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fd_rides_with_its_own_message_both_ways() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let comp_path = dir.path().join("raw-compositor");
     let listener = std::os::unix::net::UnixListener::bind(&comp_path).unwrap();

@@ -552,12 +552,13 @@ impl<'c> Relay<'c> {
                     self.objects.delete(id);
                 }
             }
-            if self.config.allow.is_some() && protocol::same(iface, &WL_REGISTRY_INTERFACE) {
-                if !self.filter_registry_event(h.opcode, body_range) {
-                    // Dropped: it carries no fds, nothing to consume.
-                    self.down.head += h.size;
-                    continue;
-                }
+            if self.config.allow.is_some()
+                && protocol::same(iface, &WL_REGISTRY_INTERFACE)
+                && !self.filter_registry_event(h.opcode, body_range)
+            {
+                // Dropped: registry events carry no fds, nothing to consume.
+                self.down.head += h.size;
+                continue;
             }
             self.down.forward(range, nfds)?;
             self.down.head += h.size;
