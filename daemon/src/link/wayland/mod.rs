@@ -468,6 +468,13 @@ impl<'c> Relay<'c> {
                 self.objects.create(nid.id, created, strict)?;
             }
             self.up.forward(range, args.fds)?;
+            if desc.is_destructor && !strict {
+                // An unknown extension may reuse the id next; events still
+                // in flight to the old object then travel as unknown, which
+                // is safe. With filtering every reuse is seen, so the old
+                // interface is kept to parse those in-flight events.
+                self.objects.destroyed(h.object);
+            }
             self.up.head += h.size;
         }
         if self.up.fds.len() > MAX_QUEUED_FDS {
@@ -561,6 +568,13 @@ impl<'c> Relay<'c> {
                 continue;
             }
             self.down.forward(range, nfds)?;
+            if desc.is_destructor && !strict {
+                // An unknown extension may reuse the id next; events still
+                // in flight to the old object then travel as unknown, which
+                // is safe. With filtering every reuse is seen, so the old
+                // interface is kept to parse those in-flight events.
+                self.objects.destroyed(h.object);
+            }
             self.down.head += h.size;
         }
         if self.down.fds.len() > MAX_QUEUED_FDS {

@@ -146,6 +146,17 @@ impl Objects {
         Ok(())
     }
 
+    /// A destructor went through. Server-allocated ids are free at once
+    /// (no delete_id follows) and may be reused for another interface;
+    /// client ids stay until the server's delete_id.
+    pub fn destroyed(&mut self, id: u32) {
+        if id >= SERVER_ID_BASE {
+            if let Some(slot) = self.server.get_mut((id - SERVER_ID_BASE) as usize) {
+                *slot = None;
+            }
+        }
+    }
+
     /// The server confirmed the client may reuse `id` (wl_display.delete_id).
     pub fn delete(&mut self, id: u32) {
         if id > 1 && id < SERVER_ID_BASE {
@@ -190,5 +201,7 @@ mod tests {
         assert!(same(o.get(2).unwrap(), &WL_REGISTRY_INTERFACE));
         o.delete(2);
         assert!(o.get(2).is_none());
+        o.destroyed(SERVER_ID_BASE);
+        assert!(o.get(SERVER_ID_BASE).is_none());
     }
 }
