@@ -236,4 +236,20 @@ mod tests {
         .unwrap();
         assert_eq!(args.fds, 0);
     }
+
+    proptest::proptest! {
+        /// Arbitrary bodies against every known message never panic and
+        /// never report more than the message could hold.
+        #[test]
+        fn walk_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            for iface in crate::link::wayland::protocol::known().values() {
+                for desc in iface.requests.iter().chain(iface.events.iter()) {
+                    if let Ok(args) = walk(desc, &body) {
+                        proptest::prop_assert!(args.fds <= desc.signature.len());
+                    }
+                }
+            }
+            let _ = header(&body);
+        }
+    }
 }
