@@ -504,10 +504,15 @@ async fn malformed_client_is_cut_off_alone() {
         let mut bad = Raw::connect(&p);
         // Size 4 is smaller than a header: unparseable.
         bad.sock.write_all(&[1, 0, 0, 0, 0, 0, 4, 0]).unwrap();
-        bad.event().is_none()
+        let err = bad.event();
+        (err, bad.event().is_none())
     })
     .await
     .unwrap();
+    let (err, closed) = closed;
+    let (obj, op, body) = err.expect("a protocol error first");
+    assert_eq!((obj, op), (1, 0));
+    assert!(String::from_utf8_lossy(&body).contains("malformed"));
     assert!(closed, "malformed client must be disconnected");
     let out = run_client(&dir.path().join("proxy")).await;
     let sum = frame_of(&out).expect("a well-behaved client still works");

@@ -118,6 +118,10 @@ pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> 
         Err(Fault::Client(e)) => {
             tracing::warn!(link = %session.spec.name, consumer = %session.spec.consumer,
                 error = %e, "malformed message from wayland client: closing it");
+            // Tell the client why, as a compositor would (invalid_method).
+            let why = format!("pv-xconnect: malformed request: {e}");
+            wire::encode_display_error(&mut relay.down.out, 1, 1, &why);
+            relay.linger(session).await;
         }
         Err(Fault::Compositor(e)) => {
             tracing::warn!(link = %session.spec.name, provider = %session.spec.provider,
