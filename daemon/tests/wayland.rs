@@ -520,6 +520,23 @@ async fn malformed_client_is_cut_off_alone() {
     s.shutdown.cancel();
 }
 
+/// Connect, read the registry, pass an fd with a half-written message, and
+/// disappear without a goodbye.
+fn vanish(p: &Path) {
+    let mut raw = Raw::connect(p);
+    raw.globals();
+    let f = tempfile::tempfile().unwrap();
+    let _ = nix::sys::socket::sendmsg::<()>(
+        std::os::fd::AsRawFd::as_raw_fd(&raw.sock),
+        &[std::io::IoSlice::new(&[1, 0, 0, 0])],
+        &[nix::sys::socket::ControlMessage::ScmRights(&[
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+        ])],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    );
+}
+
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
@@ -536,31 +553,23 @@ async fn twenty_vanishing_clients_leave_no_fds_behind() {
     let out = run_client(&dir.path().join("proxy")).await;
     assert!(out.status.success());
     let baseline = fd_count();
-    for round in 0..20u32 {
+    // Five waves of 20 clients at once, each vanishing mid-session while
+    // a well-behaved client keeps working.
+    for _wave in 0..5 {
         let p = dir.path().join("proxy");
-        tokio::task::spawn_blocking(move || {
-            let mut raw = Raw::connect(&p);
-            raw.globals();
-            // Pass an fd, leave a message half-written, vanish.
-            let f = tempfile::tempfile().unwrap();
-            let _ = nix::sys::socket::sendmsg::<()>(
-                std::os::fd::AsRawFd::as_raw_fd(&raw.sock),
-                &[std::io::IoSlice::new(&[1, 0, 0, 0])],
-                &[nix::sys::socket::ControlMessage::ScmRights(&[
-                    std::os::fd::AsRawFd::as_raw_fd(&f),
-                ])],
-                nix::sys::socket::MsgFlags::empty(),
-                None,
-            );
-            drop(raw);
-        })
-        .await
-        .unwrap();
-        if round % 5 == 0 {
-            let out = run_client(&dir.path().join("proxy")).await;
-            let sum = frame_of(&out).expect("client works during churn");
-            expect_commit(&log, &sum);
-        }
+        let churn = tokio::task::spawn_blocking(move || {
+            let threads: Vec<_> = (0..20)
+                .map(|_| {
+                    let p = p.clone();
+                    std::thread::spawn(move || vanish(&p))
+                })
+                .collect();
+            threads.into_iter().all(|t| t.join().is_ok())
+        });
+        let out = run_client(&dir.path().join("proxy")).await;
+        let sum = frame_of(&out).expect("client works during churn");
+        expect_commit(&log, &sum);
+        assert!(churn.await.unwrap(), "a churn client panicked");
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     while fd_count() > baseline && Instant::now() < deadline {
