@@ -37,7 +37,6 @@ pub mod wire;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -383,19 +382,13 @@ impl<'c> Relay<'c> {
 
     fn flush_up(&mut self, session: &Session) -> io::Result<()> {
         let n = self.up.flush(&self.server)?;
-        session
-            .stats
-            .bytes_relayed
-            .fetch_add(n as u64, Ordering::Relaxed);
+        session.stats.add_bytes(n as u64);
         Ok(())
     }
 
     fn flush_down(&mut self, session: &Session) -> io::Result<()> {
         let n = self.down.flush(&self.client)?;
-        session
-            .stats
-            .bytes_relayed
-            .fetch_add(n as u64, Ordering::Relaxed);
+        session.stats.add_bytes(n as u64);
         Ok(())
     }
 
