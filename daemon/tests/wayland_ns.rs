@@ -117,3 +117,48 @@ async fn client_in_consumer_draws_on_compositor_in_provider() {
     h.stop().await;
     assert!(!c.path("/run/wayland-0").exists(), "target removed on stop");
 }
+
+/// Upstream's arrangement: weston as the provider's compositor; Debian's
+/// weston-simple-shm in the consumer draws through the link (its shm pool
+/// fds must cross both namespaces).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weston_in_provider_serves_simple_shm_in_consumer() {
+    if Command::new("weston").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: weston not installed (ci/install-deps.sh installs it)");
+        return;
+    }
+    let p = Container::start(
+        "wl-weston",
+        "sh -c 'chmod 700 /run; XDG_RUNTIME_DIR=/run exec weston --backend=headless-backend.so \
+         --socket=wayland-0 --idle-time=0 --no-config > /tmp/weston.log 2>&1'",
+    );
+    assert!(
+        p.wait_for("/run/wayland-0", Duration::from_secs(10)),
+        "weston socket in provider"
+    );
+    let c = Container::start("wl-shm", "sleep infinity");
+    let root = Shutdown::new();
+    let h = link::start(spec(&c, &p, "wayland"), &root)
+        .await
+        .expect("link starts");
+    // Runs until killed; 1.5 s of frames, then timeout stops it (124).
+    let out = c.exec(
+        "WAYLAND_DISPLAY=/run/wayland-0 WAYLAND_DEBUG=client timeout 1.5 weston-simple-shm \
+         2>/tmp/shm.log; echo rc=$?; grep -c 'wl_buffer@[0-9]*.release' /tmp/shm.log; \
+         grep 'error' /tmp/shm.log | head -3",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("rc=124"),
+        "simple-shm ended early: {text}"
+    );
+    let releases: usize = lines.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    assert!(
+        releases >= 5,
+        "weston released only {releases} buffers: {text}"
+    );
+    assert!(lines.next().is_none(), "protocol error: {text}");
+    h.stop().await;
+}
