@@ -30,10 +30,25 @@ struct Daemon {
 
 impl Daemon {
     fn start(ctrl: &Path) -> Daemon {
+        Self::start_limited(ctrl, None)
+    }
+
+    /// With `nofile`, the daemon runs under that RLIMIT_NOFILE (prlimit).
+    fn start_limited(ctrl: &Path, nofile: Option<u32>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("daemon.log");
         let status = dir.path().join("xconnect.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_pv-xconnect"))
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_pv-xconnect"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_pv-xconnect")),
+        };
+        let child = cmd
             .arg("--ctrl-socket")
             .arg(ctrl)
             .args(["--interval-ms", "200"])
@@ -279,4 +294,115 @@ async fn bad_answers_and_missing_pvctrl_keep_the_last_good_links() {
         d.logs()
     );
     drop(ctrl);
+}
+
+fn greeting_provider(p: &Container, hello: &'static [u8]) {
+    let path = p.path(PROVIDER_SOCK);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let l = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(hello).await;
+        }
+    });
+}
+
+async fn greeting(path: &Path) -> Vec<u8> {
+    let Ok(mut s) = UnixStream::connect(path).await else {
+        return Vec::new();
+    };
+    let mut out = vec![0u8; 4];
+    match tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut out)).await {
+        Ok(Ok(_)) => out,
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_restart_new_connections_reach_the_new_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let p1 = Container::start("e2e-prov", "sleep infinity");
+    let c = Container::start("e2e-prov-client", "sleep infinity");
+    greeting_provider(&p1, b"one\n");
+    let ctrl = FakePvCtrl::with_graph(
+        &dir.path().join("pv-ctrl"),
+        &graph(&[(&c, c.pid, &p1, TARGET)]),
+    );
+    let d = Daemon::start(ctrl.path());
+    assert!(wait_until(Duration::from_secs(5), || is_socket(&c.path(TARGET))).await);
+    assert_eq!(greeting(&c.path(TARGET)).await, b"one\n");
+
+    // The provider container restarts: new pid, new server.
+    drop(p1);
+    let p2 = Container::start("e2e-prov", "sleep infinity");
+    greeting_provider(&p2, b"two\n");
+    ctrl.set_graph(&graph(&[(&c, c.pid, &p2, TARGET)]));
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        got = greeting(&c.path(TARGET)).await;
+        if got == b"two\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, b"two\n", "new provider reached; logs:\n{}", d.logs());
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state(0) ... utime(11) stime(12).
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fd_exhaustion_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Container::start("e2e-emfile-server", "sleep infinity");
+    let c = Container::start("e2e-emfile-client", "sleep infinity");
+    echo_provider(&p);
+    let ctrl = FakePvCtrl::with_graph(
+        &dir.path().join("pv-ctrl"),
+        &graph(&[(&c, c.pid, &p, TARGET)]),
+    );
+    let mut d = Daemon::start_limited(ctrl.path(), Some(40));
+    assert!(
+        wait_until(Duration::from_secs(5), || is_socket(&c.path(TARGET))).await,
+        "logs:\n{}",
+        d.logs()
+    );
+    // Hold far more connections than the daemon has fds for.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        if let Ok(s) = UnixStream::connect(c.path(TARGET)).await {
+            held.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = d.child.id();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 30,
+        "daemon spun under fd exhaustion: {used} ticks in 1 s"
+    );
+    assert!(d.alive());
+    assert!(d.logs().contains("out of resources"), "logs:\n{}", d.logs());
+
+    drop(held);
+    assert!(wait_until(Duration::from_secs(3), || true).await, "settle");
+    let mut ok = false;
+    for _ in 0..20 {
+        if echo_ok(&c.path(TARGET)).await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "link recovers once fds are free; logs:\n{}", d.logs());
 }
