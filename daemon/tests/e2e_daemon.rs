@@ -395,7 +395,7 @@ async fn fd_exhaustion_backs_off_and_recovers() {
     assert!(d.logs().contains("out of resources"), "logs:\n{}", d.logs());
 
     drop(held);
-    assert!(wait_until(Duration::from_secs(3), || true).await, "settle");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ok = false;
     for _ in 0..20 {
         if echo_ok(&c.path(TARGET)).await {
