@@ -430,3 +430,47 @@ async fn stopping_the_parent_token_closes_sessions() {
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_sees_requested_credentials_and_files_stay_scoped() {
+    let p = Container::start("creds", "sleep infinity");
+    let l = bind_in(&p, PROVIDER_SOCK);
+    std::fs::set_permissions(
+        p.path(PROVIDER_SOCK),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let accept = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let cred = s.peer_cred().unwrap();
+        (cred.uid(), cred.gid())
+    });
+    let s =
+        pv_xconnect::ns::connect_provider(p.pid, Path::new(PROVIDER_SOCK), Some((90001, 90002)))
+            .await
+            .expect("connect as 90001:90002");
+    assert_eq!(accept.await.unwrap(), (90001, 90002));
+    drop(s);
+
+    // read_provider_file is scoped too: a symlink to a host file reads the
+    // provider's own file of that name (or nothing).
+    let hostdir = tempfile::tempdir().unwrap();
+    let secret = hostdir.path().join("secret");
+    std::fs::write(&secret, b"host secret").unwrap();
+    std::os::unix::fs::symlink(&secret, p.path("/run/link")).unwrap();
+    assert!(
+        pv_xconnect::ns::read_provider_file(p.pid, Path::new("/run/link"), 4096)
+            .await
+            .is_err()
+    );
+    std::fs::write(p.path("/run/passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+    let got = pv_xconnect::ns::read_provider_file(p.pid, Path::new("/run/passwd"), 4096)
+        .await
+        .unwrap();
+    assert_eq!(got, b"root:x:0:0::/root:/bin/sh\n");
+    assert!(
+        pv_xconnect::ns::read_provider_file(p.pid, Path::new("/run/passwd"), 4)
+            .await
+            .is_err()
+    );
+}

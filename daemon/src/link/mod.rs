@@ -433,3 +433,20 @@ impl<F: Future> Future for CatchUnwind<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_session_is_caught() {
+        let r = CatchUnwind(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("boom");
+        }))
+        .await;
+        assert_eq!(panic_message(&*r.unwrap_err()), "boom");
+        let ok = CatchUnwind(Box::pin(async { 7 })).await;
+        assert_eq!(ok.unwrap(), 7);
+    }
+}

@@ -131,3 +131,41 @@ async fn pump(
         activity.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn half_open_session_is_reclaimed_after_linger_but_not_while_busy() {
+        let (consumer_app, consumer) = UnixStream::pair().unwrap();
+        let (provider, mut provider_app) = UnixStream::pair().unwrap();
+        let stats = LinkStats::default();
+        let shutdown = Shutdown::new();
+        let linger = Duration::from_millis(200);
+        let relay = relay(&consumer, &provider, &stats, &shutdown, linger);
+        let peers = async {
+            let mut consumer_app = consumer_app;
+            // Consumer half-closes: provider sees EOF ...
+            consumer_app.shutdown().await.unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(provider_app.read(&mut buf).await.unwrap(), 0);
+            // ... but provider → consumer still flows, and keeps it alive
+            // past the linger while it is active.
+            for _ in 0..4 {
+                provider_app.write_all(b"x").await.unwrap();
+                consumer_app.read_exact(&mut buf[..1]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            std::time::Instant::now()
+        };
+        let start = std::time::Instant::now();
+        let (r, busy_until) = tokio::join!(relay, peers);
+        r.unwrap();
+        let idle = start.elapsed() - busy_until.duration_since(start);
+        assert!(busy_until.duration_since(start) >= Duration::from_millis(400));
+        assert!(idle < Duration::from_millis(600), "reclaimed after ~linger");
+        assert_eq!(stats.bytes(), 4);
+    }
+}
