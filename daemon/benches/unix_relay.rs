@@ -155,19 +155,28 @@ fn wait_for(p: &Path, within: Duration) -> bool {
 fn spawn_server(path: &Path) {
     let l = UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || serve(s));
+        for mut s in l.incoming().flatten() {
+            // `c`: a one-byte echo served inline, so the connection-rate
+            // figure measures connections, not this server's thread spawns.
+            let mut first = [0u8; 1];
+            match s.read(&mut first) {
+                Ok(1) if first[0] == b'c' => {
+                    let _ = s.write_all(b"c");
+                }
+                Ok(1) => {
+                    std::thread::spawn(move || serve(s, first[0]));
+                }
+                _ => {}
+            }
         }
     });
 }
 
-fn serve(mut s: UnixStream) {
+fn serve(mut s: UnixStream, first: u8) {
     let mut buf = vec![0u8; 256 * 1024];
-    let Ok(n) = s.read(&mut buf) else { return };
-    if n == 0 {
-        return;
-    }
-    if buf[0] == b'S' {
+    buf[0] = first;
+    let n = 1;
+    if first == b'S' {
         let mut total = (n - 1) as u64;
         loop {
             match s.read(&mut buf) {

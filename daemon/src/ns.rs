@@ -261,12 +261,51 @@ pub async fn connect_provider(
     match creds {
         // Credentials change the thread for good: a disposable thread.
         Some(_) => on_thread(work).await,
-        // Nothing per-thread changes: the blocking pool saves a thread
-        // spawn per connection.
-        None => tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| NsError::Refused("connect task panicked".into()))?,
+        None => {
+            // Fast path, on the calling task: resolution walks procfs and
+            // the provider's (local) filesystems and a non-blocking connect
+            // never waits, so a thread handoff per connection (which halves
+            // the connection rate) is not needed. Only a full listen backlog
+            // sends us to the blocking pool, to wait there.
+            match connect_now(provider_pid, socket) {
+                Err(NsError::Path { source, .. }) if source.kind() == ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|_| NsError::Refused("connect task panicked".into()))?
+        }
     }
+}
+
+/// A non-blocking connect to the provider's socket (resolved in its root);
+/// `WouldBlock` when its listen backlog is full.
+fn connect_now(provider_pid: i32, path: &Path) -> Result<UnixStream, NsError> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let resolved;
+    let via = if provider_pid == 0 {
+        path.to_path_buf()
+    } else {
+        resolved = open_in_root(provider_pid, path, OFlag::O_PATH)?;
+        let st = fstat(&resolved).map_err(NsError::nix("stat", path))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(NsError::Refused(format!(
+                "provider path {} is not a socket",
+                path.display()
+            )));
+        }
+        PathBuf::from(format!("/proc/thread-self/fd/{}", resolved.as_raw_fd()))
+    };
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(NsError::nix("socket for", path))?;
+    let addr = UnixAddr::new(&via).map_err(NsError::nix("address of", path))?;
+    connect(sock.as_raw_fd(), &addr).map_err(NsError::nix("connect", path))?;
+    Ok(UnixStream::from(sock))
 }
 
 /// Stat the provider's device node at `path`, resolved inside its root

@@ -72,6 +72,7 @@ async fn unix_client_reports_echo_and_fd_ok_through_the_link() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("pv-example-unix-client --once:\n{stdout}");
     assert!(stdout.contains("unix-echo OK"), "client said: {stdout}");
     assert!(stdout.contains("unix-fd OK"), "client said: {stdout}");
     assert!(out.status.success());

@@ -3,7 +3,7 @@
 //! half-open sessions.
 //!
 //! Each direction reads with `recvmsg` into one buffer allocated per session
-//! (and one control buffer), then writes the same bytes with the received
+//! (grown once for bulk traffic) and one control buffer, then writes the same bytes with the received
 //! fds attached to the first `sendmsg`. Stream sockets never merge data
 //! carrying different fds into one read, so fds stay bound to their bytes.
 //! End of stream in one direction becomes `shutdown(SHUT_WR)` on the other
@@ -24,8 +24,13 @@ use super::{LinkStats, Session};
 use crate::fdpass;
 use crate::shutdown::Shutdown;
 
-/// Bytes read per `recvmsg`, per direction.
+/// Bytes read per `recvmsg`, per direction, once a session carries bulk
+/// traffic.
 pub const BUF_SIZE: usize = 128 * 1024;
+/// A session's first buffer: most sessions are short or chatty, and a small
+/// buffer keeps connection setup cheap (no 128 KiB zeroing) and idle
+/// sessions light. It grows to [`BUF_SIZE`] the first time a read fills it.
+const INITIAL_BUF: usize = 16 * 1024;
 
 /// How long a half-closed session may stay idle before it is reclaimed.
 pub const HALF_OPEN_LINGER: Duration = Duration::from_secs(30);
@@ -107,7 +112,7 @@ async fn pump(
     stats: &LinkStats,
     activity: &AtomicU64,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; INITIAL_BUF];
     let mut cmsg = fdpass::cmsg_buffer();
     let mut fds: Vec<OwnedFd> = Vec::new();
     let raw = from.as_raw_fd();
@@ -129,6 +134,9 @@ async fn pump(
         fds.clear();
         stats.add_bytes(n as u64);
         activity.fetch_add(1, Ordering::Relaxed);
+        if n == buf.len() && buf.len() < BUF_SIZE {
+            buf.resize(BUF_SIZE, 0);
+        }
     }
 }
 
