@@ -232,6 +232,7 @@ async fn pipelined_requests_all_carry_identity() {
     .await;
     let res = responses(&out);
     assert_eq!(res.len(), 3, "{}", String::from_utf8_lossy(&out));
+    assert!(res.iter().all(|r| r.status == 200));
     assert_eq!(res[0].json()["client"], CONSUMER);
     assert_eq!(header_values(&res[1].json(), "x-pv-role"), ["any"]);
     assert_eq!(header_values(&res[1].json(), "x-pv-client"), [CONSUMER]);
@@ -514,6 +515,7 @@ async fn http_1_0_requests_work() {
     let out = raw(&s.proxy.path, b"GET /info HTTP/1.0\r\n\r\n", false).await;
     let res = responses(&out);
     assert_eq!(res.len(), 1);
+    assert_eq!(res[0].status, 200);
     assert_eq!(res[0].json()["role"], "any");
 }
 
