@@ -28,6 +28,7 @@
 pub mod headers;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,7 +43,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio::sync::Mutex;
-use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::{LinkStats, Session, Upstream};
@@ -81,11 +81,13 @@ type ConsumerBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// upgraded stream, or the session is shut down.
 pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> anyhow::Result<()> {
     let relays = TaskTracker::new();
+    let drivers = Arc::new(Drivers::default());
     let proxy = Arc::new(Proxy {
         identity: config.identity.clone(),
         upstream: session.upstream.clone(),
         stats: session.stats.clone(),
-        provider: Mutex::new(Provider::default()),
+        provider: Mutex::new(None),
+        drivers: drivers.clone(),
         relays: relays.clone(),
     });
     let service = hyper::service::service_fn(move |req| {
@@ -100,13 +102,15 @@ pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> 
         .with_upgrades();
     let result = tokio::select! {
         r = conn => r.map_err(anyhow::Error::from),
+        () = drivers.drive() => Ok(()),
         () = session.shutdown.cancelled() => Ok(()),
     };
-    // The service (and with it the provider connection) is gone now; only
-    // upgraded streams may still be running.
+    // Only upgraded streams may still be running; a provider connection that
+    // is handing its stream over to one needs driving until it has.
     relays.close();
     tokio::select! {
         () = relays.wait() => {}
+        () = drivers.drive() => {}
         () = session.shutdown.cancelled() => {}
     }
     // A consumer vanishing mid-message is its own business, not an error of
@@ -117,19 +121,40 @@ pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> 
     Ok(())
 }
 
-/// The provider connection of one consumer connection.
+type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Provider connection futures, polled by the session's own task rather
+/// than spawned: a request then crosses no task (or thread) boundary inside
+/// the daemon, and dropping the session drops its provider connections.
 #[derive(Default)]
-struct Provider {
-    sender: Option<SendRequest<ProviderBody>>,
-    /// Connection drivers; aborted when the session ends.
-    drivers: JoinSet<()>,
+struct Drivers(std::sync::Mutex<Vec<Driver>>);
+
+impl Drivers {
+    fn add(&self, driver: Driver) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(driver);
+    }
+
+    /// Poll every driver, dropping finished ones; never completes.
+    async fn drive(&self) {
+        std::future::poll_fn(|cx| {
+            let mut drivers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            drivers.retain_mut(|d| d.as_mut().poll(cx).is_pending());
+            Poll::<()>::Pending
+        })
+        .await
+    }
 }
 
 struct Proxy {
     identity: Identity,
     upstream: Arc<Upstream>,
     stats: Arc<LinkStats>,
-    provider: Mutex<Provider>,
+    /// The provider connection of this consumer connection.
+    provider: Mutex<Option<SendRequest<ProviderBody>>>,
+    drivers: Arc<Drivers>,
     relays: TaskTracker,
 }
 
@@ -192,9 +217,9 @@ impl Proxy {
         let mut req = req;
         let mut retried = false;
         loop {
-            let mut sender = match provider.sender.take() {
+            let mut sender = match provider.take() {
                 Some(s) if !s.is_closed() => s,
-                _ => self.connect(&mut provider.drivers).await?,
+                _ => self.connect().await?,
             };
             if sender.ready().await.is_err() {
                 if retried {
@@ -205,7 +230,7 @@ impl Proxy {
             }
             match sender.try_send_request(req).await {
                 Ok(res) => {
-                    provider.sender = Some(sender);
+                    *provider = Some(sender);
                     return Ok(res);
                 }
                 Err(mut e) => match e.take_message() {
@@ -219,11 +244,7 @@ impl Proxy {
         }
     }
 
-    async fn connect(
-        &self,
-        drivers: &mut JoinSet<()>,
-    ) -> Result<SendRequest<ProviderBody>, UpstreamError> {
-        while drivers.try_join_next().is_some() {}
+    async fn connect(&self) -> Result<SendRequest<ProviderBody>, UpstreamError> {
         let stream = self
             .upstream
             .connect()
@@ -234,11 +255,18 @@ impl Proxy {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;
-        drivers.spawn(async move {
+        self.drivers.add(Box::pin(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("rest provider connection: {e}");
             }
-        });
+        }));
+        // The session task polled the drivers before this one existed: make
+        // it poll again so the new connection gets driven.
+        std::future::poll_fn(|cx| {
+            cx.waker().wake_by_ref();
+            Poll::Ready(())
+        })
+        .await;
         Ok(sender)
     }
 }
