@@ -125,7 +125,7 @@ mod tests {
             Err(IdentityError::Client(..))
         ));
         assert!(matches!(
-            Identity::new("app", "any\n"),
+            Identity::new("app", "any\r\nX-PV-Client: root"),
             Err(IdentityError::Role(..))
         ));
     }
