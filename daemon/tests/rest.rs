@@ -815,3 +815,34 @@ async fn daemon_injects_rest_link_between_containers() {
     let _ = daemon.wait().await;
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_shutdown_closes_upgraded_streams() {
+    let _g = EXCLUSIVE.read().await;
+    let Setup {
+        _dir,
+        provider: _provider,
+        proxy,
+    } = setup("").await;
+    let mut conn = UnixStream::connect(&proxy.path).await.expect("connect");
+    conn.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: pv-echo\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(IO_TIMEOUT, conn.read(&mut buf))
+        .await
+        .expect("101 in time")
+        .expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+    conn.write_all(b"ping").await.expect("write");
+    let mut echo = [0u8; 4];
+    conn.read_exact(&mut echo).await.expect("echo");
+    drop(proxy); // cancels the link's shutdown token
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+        .await
+        .expect("upgraded stream must close when the link stops")
+        .ok();
+}

@@ -47,6 +47,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{LinkStats, Session, Upstream};
 use crate::graph::LinkSpec;
+use crate::shutdown::Shutdown;
 use headers::Identity;
 
 /// Largest request head (request line and headers) accepted; larger → 431.
@@ -89,6 +90,7 @@ pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> 
         provider: Mutex::new(None),
         drivers: drivers.clone(),
         relays: relays.clone(),
+        shutdown: session.shutdown.clone(),
     });
     let service = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
@@ -156,6 +158,7 @@ struct Proxy {
     provider: Mutex<Option<SendRequest<ProviderBody>>>,
     drivers: Arc<Drivers>,
     relays: TaskTracker,
+    shutdown: Shutdown,
 }
 
 /// Why a request got no answer from the provider.
@@ -195,14 +198,21 @@ impl Proxy {
             };
             let provider_upgrade = hyper::upgrade::on(&mut res);
             let stats = self.stats.clone();
+            let shutdown = self.shutdown.clone();
             self.relays.spawn(async move {
-                let (c, p) = tokio::join!(consumer_upgrade, provider_upgrade);
-                let (Ok(c), Ok(p)) = (c, p) else {
-                    return;
+                let relay = async {
+                    let (c, p) = tokio::join!(consumer_upgrade, provider_upgrade);
+                    let (Ok(c), Ok(p)) = (c, p) else {
+                        return;
+                    };
+                    let (mut c, mut p) = (TokioIo::new(c), TokioIo::new(p));
+                    if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut c, &mut p).await {
+                        stats.bytes_relayed.fetch_add(up + down, Ordering::Relaxed);
+                    }
                 };
-                let (mut c, mut p) = (TokioIo::new(c), TokioIo::new(p));
-                if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut c, &mut p).await {
-                    stats.bytes_relayed.fetch_add(up + down, Ordering::Relaxed);
+                tokio::select! {
+                    () = relay => {}
+                    () = shutdown.cancelled() => {}
                 }
             });
         }
