@@ -1,6 +1,7 @@
 //! Shared helpers of the example containers (one binary per example under
 //! `src/bin/`, manifests under `<example-name>/`).
 
+pub mod rest;
 pub mod drmcheck;
 pub mod wayland_frame;
 
