@@ -108,7 +108,10 @@ pub async fn connect(socket: &str, patience: Duration) -> zbus::Result<zbus::Con
     let deadline = tokio::time::Instant::now() + patience;
     let address = format!("unix:path={socket}");
     loop {
-        match zbus::connection::Builder::address(address.as_str())?.build().await {
+        match zbus::connection::Builder::address(address.as_str())?
+            .build()
+            .await
+        {
             Ok(c) => return Ok(c),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,

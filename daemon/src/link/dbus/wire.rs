@@ -603,7 +603,7 @@ mod proptests {
         #[test]
         fn check_and_parse_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(Some(n)) = check(&bytes) {
-                prop_assert!(n >= PROLOGUE && n <= MAX_MESSAGE);
+                prop_assert!((PROLOGUE..=MAX_MESSAGE).contains(&n));
                 if n <= bytes.len() {
                     if let Ok(h) = parse(&bytes[..n]) {
                         prop_assert!(h.body_offset + h.body_len == n);
