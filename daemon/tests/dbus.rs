@@ -3,14 +3,15 @@
 //! clients (libdbus's dbus-send, GLib's gdbus, systemd's busctl) plus zbus,
 //! all going through `link::dbus::serve`.
 
-mod support;
+#[path = "support/dbus_fixture.rs"]
+mod dbus_fixture;
 
 use std::io::{Seek, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
 use pv_examples::dbus::{ExampleProxy, INFO, NAME, PATH};
-use support::dbus_fixture::Bus;
+use dbus_fixture::Bus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 

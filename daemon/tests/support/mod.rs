@@ -1,2 +1,0 @@
-//! Fixtures shared by integration tests (and the benchmarks).
-pub mod dbus_fixture;
