@@ -48,7 +48,11 @@ fn main() {
         println!("  via filtering proxy:{proxied:>9.0} calls/s");
         println!(
             "  ratio:              {ratio:>9.2} ({})",
-            if ratio >= 0.7 { "ok, >= 0.7" } else { "BELOW 0.7" }
+            if ratio >= 0.7 {
+                "ok, >= 0.7"
+            } else {
+                "BELOW 0.7"
+            }
         );
     });
 }

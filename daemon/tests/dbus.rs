@@ -10,8 +10,8 @@ use std::io::{Seek, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use pv_examples::dbus::{ExampleProxy, INFO, NAME, PATH};
 use dbus_fixture::Bus;
+use pv_examples::dbus::{ExampleProxy, INFO, NAME, PATH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -197,6 +197,42 @@ async fn whoami_is_the_role_for_every_client_style() {
             .unwrap();
         assert_eq!(got.to_string(), *want, "role {role} via zbus");
     }
+}
+
+/// Role names resolve in the PROVIDER's /etc/passwd: here dbus-daemon runs
+/// in its own mount namespace where `operator` is 1001; the host has no
+/// such user, so reading the host's file would give 65534.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_names_resolve_in_the_providers_passwd() {
+    let passwd = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples-containers/pv-example-dbus-server/rootfs/etc/passwd"
+    ))
+    .unwrap();
+    assert!(
+        !std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .contains("operator:x:1001"),
+        "this host has an operator user of its own; the test would prove nothing"
+    );
+    let bus = Bus::start_with_passwd(&passwd).await;
+    assert!(bus.provider_pid > 0);
+    for (role, want) in [
+        ("operator", "1001"),
+        ("root", "0"),
+        ("nobody", "65534"),
+        ("1001", "1001"),
+    ] {
+        let p = bus.proxy(role, "org.pantavisor.Example").await;
+        for (client, got) in whoami_all_clients(&p.address).await {
+            assert_eq!(got, want, "role {role} via {client}");
+        }
+    }
+    // The example clients, as the containers run them.
+    let p = bus.proxy("operator", "org.pantavisor.Example").await;
+    pv_examples::dbus::client_main(p.socket(), true)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,9 @@ pub const BUS_CONF: &str = concat!(
 /// dbus-daemon + the example service, torn down on drop.
 pub struct Bus {
     pub dir: tempfile::TempDir,
+    /// The "provider" pid links use: 0 (host), or dbus-daemon's own pid
+    /// when it runs in a mount namespace of its own.
+    pub provider_pid: i32,
     pub path: PathBuf,
     pub address: String,
     _daemon: tokio::process::Child,
@@ -33,6 +36,16 @@ pub struct Bus {
 
 impl Bus {
     pub async fn start() -> Bus {
+        Self::start_with(None).await
+    }
+
+    /// dbus-daemon in a private mount namespace where `/etc/passwd` is
+    /// `passwd`: a provider whose users differ from the host's.
+    pub async fn start_with_passwd(passwd: &str) -> Bus {
+        Self::start_with(Some(passwd)).await
+    }
+
+    async fn start_with(passwd: Option<&str>) -> Bus {
         assert!(
             std::path::Path::new("/usr/bin/dbus-daemon").exists(),
             "dbus-daemon missing: apt-get install -y dbus-daemon (ci/install-deps.sh does)"
@@ -50,7 +63,19 @@ impl Bus {
             );
         let conf_path = dir.path().join("bus.conf");
         std::fs::write(&conf_path, conf).expect("write bus.conf");
-        let mut daemon = tokio::process::Command::new("dbus-daemon")
+        let mut cmd = match passwd {
+            None => tokio::process::Command::new("dbus-daemon"),
+            Some(text) => {
+                let pw = dir.path().join("passwd");
+                std::fs::write(&pw, text).expect("write passwd");
+                let mut c = tokio::process::Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /etc/passwd && exec dbus-daemon "$@""#)
+                    .arg(&pw);
+                c
+            }
+        };
+        let mut daemon = cmd
             .args(["--nofork", "--nopidfile", "--print-address"])
             .arg(format!("--config-file={}", conf_path.display()))
             .stdout(Stdio::piped())
@@ -67,8 +92,13 @@ impl Bus {
         let service = pv_examples::dbus::serve(&address)
             .await
             .expect("publish org.pantavisor.Example");
+        let provider_pid = match passwd {
+            None => 0,
+            Some(_) => daemon.id().expect("dbus-daemon pid") as i32,
+        };
         Bus {
             dir,
+            provider_pid,
             path,
             address,
             _daemon: daemon,
@@ -89,7 +119,7 @@ impl Bus {
             consumer: "test-consumer".into(),
             consumer_pid: 0,
             provider: "test-provider".into(),
-            provider_pid: 0,
+            provider_pid: self.provider_pid,
             name: "system-bus".into(),
             kind: ServiceType::Dbus,
             role: role.into(),

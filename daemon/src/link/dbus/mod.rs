@@ -123,16 +123,16 @@ async fn resolve_role(role: &str, upstream: &Upstream) -> (u32, u32) {
     })
 }
 
-/// The provider's `/etc/passwd`, read inside its root.
-// TODO(merge main): replace with `ns::read_provider_file` once it lands;
-// until then only the host side (provider_pid 0) can be read.
+/// The provider's `/etc/passwd`, read inside its root (symlinks cannot
+/// leave it; provider_pid 0 is the host).
 async fn provider_passwd(upstream: &Upstream) -> anyhow::Result<String> {
-    if upstream.provider_pid != 0 {
-        bail!("reading a provider's files is not available yet");
-    }
-    let bytes = tokio::fs::read("/etc/passwd").await?;
-    let bytes = &bytes[..bytes.len().min(passwd::MAX_PASSWD)];
-    Ok(String::from_utf8_lossy(bytes).into_owned())
+    let bytes = crate::ns::read_provider_file(
+        upstream.provider_pid,
+        std::path::Path::new("/etc/passwd"),
+        passwd::MAX_PASSWD,
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Serve one consumer connection until either side closes.
