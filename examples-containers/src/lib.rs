@@ -1,8 +1,16 @@
 //! Shared helpers of the example containers (one binary per example under
 //! `src/bin/`, manifests under `<example-name>/`).
+//!
+//! # Layout
+//!
+//! - [`dbus`]: the `org.pantavisor.Example` service and its clients.
+//! - [`rest`]: the network-manager mock and its client.
+//! - [`drmcheck`]: the DRM probes of the drm examples.
+//! - [`wayland_frame`]: the pattern and checksum shared by the wayland examples.
 
-pub mod rest;
+pub mod dbus;
 pub mod drmcheck;
+pub mod rest;
 pub mod wayland_frame;
 
 /// What `pv-example-unix-server` puts in the memfd it passes on `FD`, and
