@@ -113,7 +113,12 @@ pub async fn handle(ctrl: &Ctrl, req: Request<Incoming>) -> Resp {
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
-    let wrong_method = || error(StatusCode::BAD_REQUEST, "Method not supported for this endpoint");
+    let wrong_method = || {
+        error(
+            StatusCode::BAD_REQUEST,
+            "Method not supported for this endpoint",
+        )
+    };
 
     match path.as_str() {
         "/containers" => {
@@ -182,9 +187,6 @@ pub async fn handle(ctrl: &Ctrl, req: Request<Incoming>) -> Resp {
                 Err((code, msg)) => error(code, &msg),
             }
         }
-        _ => error(
-            StatusCode::BAD_REQUEST,
-            &format!("unknown endpoint: {uri}"),
-        ),
+        _ => error(StatusCode::BAD_REQUEST, &format!("unknown endpoint: {uri}")),
     }
 }

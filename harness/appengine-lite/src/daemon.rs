@@ -88,8 +88,10 @@ impl Daemon {
         };
         match action.as_deref() {
             Some("stop") => {
-                self.log
-                    .info("daemons-ep", &format!("Stopping daemon {} via ctrl", self.name));
+                self.log.info(
+                    "daemons-ep",
+                    &format!("Stopping daemon {} via ctrl", self.name),
+                );
                 let pid = {
                     let mut s = self.lock();
                     s.respawn = false;
@@ -103,8 +105,10 @@ impl Daemon {
                 }
             }
             Some("start") => {
-                self.log
-                    .info("daemons-ep", &format!("Starting daemon {} via ctrl", self.name));
+                self.log.info(
+                    "daemons-ep",
+                    &format!("Starting daemon {} via ctrl", self.name),
+                );
                 let mut s = self.lock();
                 s.respawn = true;
                 if s.pid <= 0 {

@@ -254,7 +254,8 @@ impl Engine {
             p.goal = Status::Started;
             (state, p.spec.clone())
         };
-        self.log.info("platforms", &format!("starting platform '{name}'"));
+        self.log
+            .info("platforms", &format!("starting platform '{name}'"));
         let rt = self.runtime.clone();
         let spec2 = spec.clone();
         let res = tokio::task::spawn_blocking(move || rt.start(&state, &spec2)).await;
@@ -343,10 +344,7 @@ impl Engine {
                         }
                     }
                 }
-                if p.handle.is_none()
-                    && !p.user_stopped
-                    && p.restart_at.is_some_and(|t| t <= now)
-                {
+                if p.handle.is_none() && !p.user_stopped && p.restart_at.is_some_and(|t| t <= now) {
                     p.restart_at = None;
                     to_start.push(p.spec.name.clone());
                 }
@@ -428,16 +426,20 @@ impl Engine {
         let action = parse_action(body)?;
         match action.as_str() {
             "stop" => {
-                self.log
-                    .info("containers-ep", &format!("Stopping container {name} via ctrl"));
+                self.log.info(
+                    "containers-ep",
+                    &format!("Stopping container {name} via ctrl"),
+                );
                 if status != Status::Stopped {
                     self.mark_user_stopped(name, true);
                     self.stop_one(name).await;
                 }
             }
             "start" => {
-                self.log
-                    .info("containers-ep", &format!("Starting container {name} via ctrl"));
+                self.log.info(
+                    "containers-ep",
+                    &format!("Starting container {name} via ctrl"),
+                );
                 if status.running() {
                 } else if status == Status::Stopped {
                     self.mark_user_stopped(name, false);
@@ -447,8 +449,10 @@ impl Engine {
                 }
             }
             "restart" => {
-                self.log
-                    .info("containers-ep", &format!("Restarting container {name} via ctrl"));
+                self.log.info(
+                    "containers-ep",
+                    &format!("Restarting container {name} via ctrl"),
+                );
                 if status == Status::Stopped || status.running() {
                     if status.running() {
                         self.mark_user_stopped(name, true);

@@ -161,7 +161,11 @@ fn unpack(file: &Path, objects: &Path) -> Result<Map<String, Value>, InstallErro
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry.path().map_err(tar_err)?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .map_err(tar_err)?
+            .to_string_lossy()
+            .into_owned();
         let name = name.trim_start_matches("./");
         if name == "json" {
             let mut buf = Vec::new();

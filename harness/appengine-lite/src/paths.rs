@@ -85,7 +85,10 @@ impl Paths {
 
     /// A container's console log.
     pub fn console_log(&self, container: &str) -> PathBuf {
-        self.logs().join("0").join(container).join("lxc/console.log")
+        self.logs()
+            .join("0")
+            .join(container)
+            .join("lxc/console.log")
     }
 
     /// A container's LXC log.

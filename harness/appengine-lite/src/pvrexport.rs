@@ -13,7 +13,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Writes a gzipped pvrexport. `objects` are `(name, content)`; the name is
 /// normally the content's sha256 (tests pass a wrong one on purpose).
-pub fn write(path: &Path, json: &serde_json::Value, objects: &[(String, Vec<u8>)]) -> io::Result<()> {
+pub fn write(
+    path: &Path,
+    json: &serde_json::Value,
+    objects: &[(String, Vec<u8>)],
+) -> io::Result<()> {
     let file = std::fs::File::create(path)?;
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);

@@ -248,14 +248,24 @@ fn ensure_loop_devices(dev: &Path) -> Result<()> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     let ctl = dev.join("loop-control");
     if !ctl.exists() {
-        mknod(&ctl, SFlag::S_IFCHR, Mode::from_bits_truncate(0o660), makedev(10, 237))
-            .with_context(|| format!("mknod {}", ctl.display()))?;
+        mknod(
+            &ctl,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o660),
+            makedev(10, 237),
+        )
+        .with_context(|| format!("mknod {}", ctl.display()))?;
     }
     for n in 0..64u64 {
         let p = dev.join(format!("loop{n}"));
         if !p.exists() {
-            mknod(&p, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(7, n))
-                .with_context(|| format!("mknod {}", p.display()))?;
+            mknod(
+                &p,
+                SFlag::S_IFBLK,
+                Mode::from_bits_truncate(0o660),
+                makedev(7, n),
+            )
+            .with_context(|| format!("mknod {}", p.display()))?;
         }
     }
     Ok(())
@@ -287,7 +297,11 @@ impl LxcRuntime {
                     .args(["-t", "tmpfs", "-o", "mode=0755", "tmpfs"])
                     .arg(&dst))?;
             } else {
-                let kind = if persistence == "revision" { "rev/0" } else { "perm" };
+                let kind = if persistence == "revision" {
+                    "rev/0"
+                } else {
+                    "perm"
+                };
                 let src = self
                     .paths
                     .storage()
@@ -336,7 +350,13 @@ impl Runtime for LxcRuntime {
             .arg("-d")
             .args(["-l", "INFO", "-o"])
             .arg(self.paths.lxc_log(&c.name)))
-        .with_context(|| format!("lxc-start of '{}' (see {})", c.name, self.paths.lxc_log(&c.name).display()))?;
+        .with_context(|| {
+            format!(
+                "lxc-start of '{}' (see {})",
+                c.name,
+                self.paths.lxc_log(&c.name).display()
+            )
+        })?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let out = Command::new("lxc-info")
@@ -403,8 +423,13 @@ mod tests {
             optional: vec![],
         };
         let t = translate_conf(&conf, &Paths::default(), &c, true);
-        assert!(!t.lines().any(|l| l.starts_with("lxc.cgroup.devices.allow")), "{t}");
-        assert!(t.contains("lxc.console.logfile = /var/pantavisor/storage/logs/0/watchdog_pinger/lxc/console.log"));
+        assert!(
+            !t.lines().any(|l| l.starts_with("lxc.cgroup.devices.allow")),
+            "{t}"
+        );
+        assert!(t.contains(
+            "lxc.console.logfile = /var/pantavisor/storage/logs/0/watchdog_pinger/lxc/console.log"
+        ));
         assert!(t.contains("lxc.mount.entry = /dev/dri dev/dri none bind"));
         assert!(t.contains("lxc.init.cmd = /app/"));
         let no_dri = translate_conf(&conf, &Paths::default(), &c, false);
@@ -414,7 +439,11 @@ mod tests {
     #[test]
     fn conf_value_last_wins() {
         assert_eq!(
-            conf_value("a = 1\nlxc.init.cmd = x y\nlxc.init.cmd = z\n", "lxc.init.cmd").as_deref(),
+            conf_value(
+                "a = 1\nlxc.init.cmd = x y\nlxc.init.cmd = z\n",
+                "lxc.init.cmd"
+            )
+            .as_deref(),
             Some("z")
         );
     }

@@ -165,8 +165,7 @@ impl State {
                 group,
                 restart_policy,
                 roles,
-                config: str_field(run, "config")
-                    .unwrap_or_else(|| "lxc.container.conf".to_owned()),
+                config: str_field(run, "config").unwrap_or_else(|| "lxc.container.conf".to_owned()),
                 root_volume: str_field(run, "root-volume"),
                 storage,
                 exports,
@@ -270,7 +269,9 @@ mod tests {
 
     #[test]
     fn both_services_json_shapes() {
-        let a = parse_exports(&json!({"#spec":"x","services":[{"name":"a","type":"unix","socket":"/s"}]}));
+        let a = parse_exports(
+            &json!({"#spec":"x","services":[{"name":"a","type":"unix","socket":"/s"}]}),
+        );
         let b = parse_exports(&json!([{"name":"a","type":"unix","socket":"/s"}]));
         assert_eq!(a, b);
         assert_eq!(a.len(), 1);

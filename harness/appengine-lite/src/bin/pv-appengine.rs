@@ -35,7 +35,11 @@ struct Args {
     #[arg(long, env = "PV_APPENGINE_ROOT", default_value = "/")]
     root: PathBuf,
     /// The managed daemon, spawned with no arguments.
-    #[arg(long, env = "PV_APPENGINE_XCONNECT", default_value = "/usr/bin/pv-xconnect")]
+    #[arg(
+        long,
+        env = "PV_APPENGINE_XCONNECT",
+        default_value = "/usr/bin/pv-xconnect"
+    )]
     xconnect: PathBuf,
     /// Delay before respawning the daemon after it exits.
     #[arg(long, env = "PV_APPENGINE_RESPAWN_MS", default_value_t = 5000)]
@@ -51,8 +55,7 @@ struct Args {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -93,7 +96,11 @@ async fn run(args: Args) -> Result<()> {
             ..EngineConfig::default()
         },
     );
-    let daemon = Daemon::new(args.xconnect.clone(), Duration::from_millis(args.respawn_ms), log.clone());
+    let daemon = Daemon::new(
+        args.xconnect.clone(),
+        Duration::from_millis(args.respawn_ms),
+        log.clone(),
+    );
 
     let loaded = load(&paths, &log);
     let ok = match loaded {
@@ -141,9 +148,13 @@ async fn run(args: Args) -> Result<()> {
 
 /// Install (first boot) + parse + validate; the error text goes to the log.
 fn load(paths: &Paths, log: &PvLog) -> Result<State, String> {
-    let installed = install::ensure_installed(paths).map_err(|e| format!("pvtx install failed: {e}"))?;
+    let installed =
+        install::ensure_installed(paths).map_err(|e| format!("pvtx install failed: {e}"))?;
     for f in &installed.files {
-        log.info("pvtx", &format!("installed '{}' into revision 0", f.display()));
+        log.info(
+            "pvtx",
+            &format!("installed '{}' into revision 0", f.display()),
+        );
     }
     if !installed.files.is_empty() {
         log.info("pvtx", "wrote .pvtx-done");
