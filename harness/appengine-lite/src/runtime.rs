@@ -279,7 +279,8 @@ impl LxcRuntime {
             let dst = vol.join(root);
             fs::create_dir_all(&dst)?;
             if !is_mountpoint(&dst) {
-                ensure_loop_devices(&self.paths.dev())?;
+                // `mount -o loop` always uses the real /dev.
+                ensure_loop_devices(Path::new("/dev"))?;
                 run(Command::new("mount")
                     .args(["-t", "squashfs", "-o", "loop,ro"])
                     .arg(&src)
@@ -357,26 +358,42 @@ impl Runtime for LxcRuntime {
                 self.paths.lxc_log(&c.name).display()
             )
         })?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // `lxc-start -d` returns once the container runs, so its pid is
+        // normally there at once; an init that died right away leaves the
+        // container STOPPED and is reported as a start error.
+        let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let out = Command::new("lxc-info")
                 .arg("-P")
                 .arg(&lxc_path)
-                .args(["-n", &c.name, "-p", "-H"])
+                .args(["-n", &c.name, "-s", "-p", "-H"])
                 .output();
             if let Ok(o) = out {
-                if let Ok(pid) = String::from_utf8_lossy(&o.stdout).trim().parse::<i64>() {
-                    if pid > 0 {
-                        return Ok(Box::new(LxcRunning {
-                            lxc_path,
-                            name: c.name.clone(),
-                            pid,
-                        }));
-                    }
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                // LXC 5 keeps the labels ("State:  RUNNING", "PID:  12")
+                // when several fields are asked for, even with -H.
+                let mut values = text
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next_back());
+                let state = values.next().unwrap_or("");
+                let pid = values.next().and_then(|p| p.parse::<i64>().ok());
+                if let Some(pid) = pid.filter(|p| *p > 0) {
+                    return Ok(Box::new(LxcRunning {
+                        lxc_path,
+                        name: c.name.clone(),
+                        pid,
+                    }));
+                }
+                if state == "STOPPED" {
+                    bail!(
+                        "container '{}' stopped right after start (see {})",
+                        c.name,
+                        self.paths.lxc_log(&c.name).display()
+                    );
                 }
             }
             if Instant::now() > deadline {
-                return Err(anyhow!("lxc-info gave no pid for '{}' within 10 s", c.name));
+                bail!("lxc-info gave no pid for '{}' within 3 s", c.name);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
