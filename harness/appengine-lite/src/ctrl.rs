@@ -53,14 +53,18 @@ fn ok() -> Resp {
 }
 
 /// Binds the socket (replacing a stale one) with mode 0666 like upstream.
+/// It is bound under a temporary name and renamed into place, so a client
+/// that sees the path can connect at once (no bind-before-listen window).
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    let l = UnixListener::bind(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666))?;
+    std::fs::rename(&tmp, path)?;
     Ok(l)
 }
 

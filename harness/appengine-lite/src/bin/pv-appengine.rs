@@ -4,6 +4,7 @@
 //! Every path sits under `--root` (default `/`) so tests can run it in a
 //! temporary directory with `--runtime process`.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +119,7 @@ async fn run(args: Args) -> Result<()> {
 
     let listener = ctrl::bind(&paths.ctrl_socket())
         .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
+    let sock_ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
     let ctrl = Arc::new(Ctrl {
         engine: engine.clone(),
         daemons: vec![daemon.clone()],
@@ -142,7 +144,10 @@ async fn run(args: Args) -> Result<()> {
     log.info("pantavisor", "shutting down");
     daemon.terminate();
     engine.shutdown().await;
-    let _ = std::fs::remove_file(paths.ctrl_socket());
+    // Only remove the socket if a newer instance has not replaced it.
+    if std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok() == sock_ino {
+        let _ = std::fs::remove_file(paths.ctrl_socket());
+    }
     Ok(())
 }
 

@@ -119,6 +119,13 @@ impl Appengine {
 
 impl Drop for Appengine {
     fn drop(&mut self) {
+        self.stop();
+        unmount_under(self.root.path());
+    }
+}
+
+impl Appengine {
+    fn stop(&mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -217,4 +224,21 @@ pub fn pid_alive(pid: i64) -> bool {
                 .is_some_and(|st| st != "Z")
         })
         .unwrap_or(false)
+}
+
+/// Unmounts what the appengine mounted under `root` (deepest first) so the
+/// temp dir can be removed without descending into mounts.
+pub fn unmount_under(root: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = root.to_string_lossy().into_owned();
+    let mut mps: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|mp| mp.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for mp in mps {
+        let _ = Command::new("umount").arg("-l").arg(&mp).status();
+    }
 }
