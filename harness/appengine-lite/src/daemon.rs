@@ -31,6 +31,7 @@ pub struct Daemon {
     bin: PathBuf,
     respawn_delay: Duration,
     log: Arc<PvLog>,
+    env: Vec<(String, String)>,
     state: Mutex<DaemonJson>,
     wake: Notify,
 }
@@ -52,8 +53,24 @@ impl Daemon {
             bin,
             respawn_delay,
             log,
+            env: Vec::new(),
             wake: Notify::new(),
         })
+    }
+
+    /// Same, with extra environment for the child (used when running
+    /// under a root prefix, so the daemon finds the prefixed pv-ctrl).
+    pub fn with_env(
+        bin: PathBuf,
+        respawn_delay: Duration,
+        log: Arc<PvLog>,
+        env: Vec<(String, String)>,
+    ) -> Arc<Self> {
+        let mut d = Self::new(bin, respawn_delay, log);
+        if let Some(d) = Arc::get_mut(&mut d) {
+            d.env = env;
+        }
+        d
     }
 
     fn lock(&self) -> MutexGuard<'_, DaemonJson> {
@@ -129,7 +146,8 @@ impl Daemon {
                 continue;
             }
             let mut cmd = Command::new(&self.bin);
-            cmd.stdin(Stdio::null())
+            cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             match cmd.spawn() {

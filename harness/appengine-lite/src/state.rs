@@ -129,6 +129,8 @@ impl State {
                 .map(|a| {
                     a.iter()
                         .filter_map(Value::as_str)
+                        // Upstream knows one role; others are not listed.
+                        .filter(|r| *r == "mgmt")
                         .map(str::to_owned)
                         .collect()
                 })
@@ -303,6 +305,13 @@ mod tests {
         assert_eq!(c.group, "platform");
         assert_eq!(c.restart_policy, "system");
         assert_eq!(c.config, "lxc.container.conf");
+    }
+
+    #[test]
+    fn only_mgmt_role_is_listed() {
+        let s =
+            State::parse("0", &json!({"c/run.json":{"roles":["mgmt","bogus"]}})).expect("parse");
+        assert_eq!(s.containers[0].roles, ["mgmt"]);
     }
 
     #[test]

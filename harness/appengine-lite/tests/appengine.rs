@@ -37,7 +37,7 @@ fn idle_daemon(root: &std::path::Path) -> std::path::PathBuf {
     script(
         root,
         "fake-xconnect",
-        "echo fake-xconnect line one\nexec sleep 1000",
+        "echo fake-xconnect line one ctrl=$PV_XCONNECT_CTRL_SOCKET\nexec sleep 1000",
     )
 }
 
@@ -74,7 +74,10 @@ fn boots_to_ready_and_serves_pv_ctrl() {
         "{log}"
     );
     // Daemon output lands in pantavisor.log verbatim.
-    ae.wait_log("fake-xconnect line one", Duration::from_secs(5));
+    ae.wait_log(
+        &format!("fake-xconnect line one ctrl={}", ae.socket().display()),
+        Duration::from_secs(5),
+    );
 
     let dm = ae.get_json("/device-meta");
     assert_eq!(dm["pantavisor.status"], "READY");

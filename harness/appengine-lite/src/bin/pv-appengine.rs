@@ -97,10 +97,21 @@ async fn run(args: Args) -> Result<()> {
             ..EngineConfig::default()
         },
     );
-    let daemon = Daemon::new(
+    // Upstream passes nothing; under a test root the daemon must still
+    // find pv-ctrl, which our pv-xconnect reads from this variable.
+    let env = if paths.is_real_root() {
+        Vec::new()
+    } else {
+        vec![(
+            "PV_XCONNECT_CTRL_SOCKET".to_owned(),
+            paths.ctrl_socket().to_string_lossy().into_owned(),
+        )]
+    };
+    let daemon = Daemon::with_env(
         args.xconnect.clone(),
         Duration::from_millis(args.respawn_ms),
         log.clone(),
+        env,
     );
 
     let loaded = load(&paths, &log);
