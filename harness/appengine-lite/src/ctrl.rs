@@ -87,6 +87,10 @@ pub async fn serve(listener: UnixListener, ctrl: Arc<Ctrl>) {
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                // pvcurl sends with `nc -N` (shutdown(SHUT_WR) after the
+                // request); without this hyper may drop the connection on
+                // that EOF before answering.
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

@@ -478,3 +478,36 @@ fn curl_http11_works_when_available() {
     assert!(text.ends_with("\n200"), "{text}");
     assert!(text.starts_with(r#"[{"name":"fake-xconnect""#), "{text}");
 }
+
+/// pvcurl (`nc -N`) half-closes after the request; every request must
+/// still get its answer.
+#[test]
+fn half_closed_requests_are_answered() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().expect("tempdir");
+    let xc = idle_daemon(root.path());
+    let ae = start(root, &xc, 5000);
+    for i in 0..300 {
+        let (method, path, body) = if i % 2 == 0 {
+            ("PUT", "/daemons/fake-xconnect", r#"{"action":"start"}"#)
+        } else {
+            ("GET", "/daemons", "")
+        };
+        let mut s = std::os::unix::net::UnixStream::connect(ae.socket()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // One write, then the half-close, as `nc -N` does.
+        let req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        assert!(
+            resp.starts_with("HTTP/1.0 200 OK"),
+            "request {i} ({method}): {resp:?}"
+        );
+    }
+}
