@@ -5,13 +5,13 @@
 //! by path segments; a wrong method gives 400 `Method not supported for this
 //! endpoint`; anything else 400 `unknown endpoint: <uri>`; errors are
 //! `{"Error":"<msg>"}` with `Content-Type: application/json`; success
-//! without a body is an empty 200. A `Host` other than empty/`localhost`
-//! is refused (upstream's header callback rejects the request).
+//! without a body is an empty 200. A request whose `Host` is neither
+//! absent, empty nor `localhost` gets no answer at all: upstream's header
+//! callback fails it and libevent closes the connection without a reply.
 //!
 //! Not imitated: caller identity (SO_PEERCRED → cgroup → mgmt role). Every
 //! caller is treated as mgmt, so the 403/500 caller answers never occur.
 
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -83,7 +83,7 @@ pub async fn serve(listener: UnixListener, ctrl: Arc<Ctrl>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let ctrl = ctrl.clone();
-                async move { Ok::<_, Infallible>(handle(&ctrl, req).await) }
+                async move { handle(&ctrl, req).await }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -109,14 +109,25 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
     }
 }
 
-/// Routes one request.
-pub async fn handle(ctrl: &Ctrl, req: Request<Incoming>) -> Resp {
+/// A request refused before routing; hyper closes the connection without
+/// writing a response.
+#[derive(Debug, thiserror::Error)]
+#[error("request with foreign Host header refused")]
+pub struct ForeignHost;
+
+/// Checks the Host header, then routes.
+pub async fn handle(ctrl: &Ctrl, req: Request<Incoming>) -> Result<Resp, ForeignHost> {
     if let Some(host) = req.headers().get(http::header::HOST) {
         let h = host.as_bytes();
         if !h.is_empty() && h != b"localhost" {
-            return error(StatusCode::BAD_REQUEST, "Unsupported protocol");
+            return Err(ForeignHost);
         }
     }
+    Ok(route(ctrl, req).await)
+}
+
+/// Routes one request.
+async fn route(ctrl: &Ctrl, req: Request<Incoming>) -> Resp {
     let uri = req.uri().to_string();
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

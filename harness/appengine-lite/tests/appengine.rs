@@ -163,8 +163,12 @@ fn boots_to_ready_and_serves_pv_ctrl() {
     );
     let (code, _, _) = http(&ae.socket(), "GET", "/containers", "", "");
     assert_eq!(code, 200, "empty Host is accepted");
-    let (code, _, _) = http(&ae.socket(), "GET", "/containers", "", "evil.example");
-    assert_eq!(code, 400, "foreign Host is refused");
+    let (code, head, body) = http(&ae.socket(), "GET", "/containers", "", "evil.example");
+    assert_eq!(
+        (code, head.as_str(), body.as_str()),
+        (0, "", ""),
+        "foreign Host: connection closed without a reply, as libevent does"
+    );
     let (code, _, body) = ae.put("/containers/ghost", r#"{"action":"stop"}"#);
     assert_eq!(
         (code, body.as_str()),
