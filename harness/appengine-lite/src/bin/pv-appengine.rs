@@ -1,4 +1,188 @@
-fn main() {
-    eprintln!("pv-appengine: not implemented yet");
-    std::process::exit(2);
+//! `pv-appengine`: installs pvtx.d on first boot, serves pv-ctrl, runs the
+//! revision's containers with LXC and manages `pv-xconnect`.
+//!
+//! Every path sits under `--root` (default `/`) so tests can run it in a
+//! temporary directory with `--runtime process`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+
+use appengine_lite::ctrl::{self, Ctrl};
+use appengine_lite::daemon::Daemon;
+use appengine_lite::engine::{Engine, EngineConfig};
+use appengine_lite::install;
+use appengine_lite::paths::Paths;
+use appengine_lite::pvlog::PvLog;
+use appengine_lite::runtime::{self, LxcRuntime, ProcessRuntime, Runtime};
+use appengine_lite::state::State;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RuntimeKind {
+    /// Debian's LXC (the real thing).
+    Lxc,
+    /// `lxc.init.cmd` as a plain host process (tests without LXC).
+    Process,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Minimal Pantavisor-compatible appengine (test double)")]
+struct Args {
+    /// Prefix for every path (storage, pvtx.d, run dir, /volumes, /dev).
+    #[arg(long, env = "PV_APPENGINE_ROOT", default_value = "/")]
+    root: PathBuf,
+    /// The managed daemon, spawned with no arguments.
+    #[arg(
+        long,
+        env = "PV_APPENGINE_XCONNECT",
+        default_value = "/usr/bin/pv-xconnect"
+    )]
+    xconnect: PathBuf,
+    /// Delay before respawning the daemon after it exits.
+    #[arg(long, env = "PV_APPENGINE_RESPAWN_MS", default_value_t = 5000)]
+    respawn_ms: u64,
+    /// Delay before restarting a container (restart policy `container`).
+    #[arg(long, env = "PV_APPENGINE_RESTART_MS", default_value_t = 1000)]
+    restart_ms: u64,
+    /// Container runtime.
+    #[arg(long, env = "PV_APPENGINE_RUNTIME", value_enum, default_value = "lxc")]
+    runtime: RuntimeKind,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let paths = Paths::new(&args.root);
+    let log = Arc::new(
+        PvLog::open(&paths.pantavisor_log())
+            .with_context(|| format!("opening {}", paths.pantavisor_log().display()))?,
+    );
+    log.info("pantavisor", "appengine-lite starting");
+    std::fs::create_dir_all(paths.run_dir())?;
+    if let Err(e) = runtime::link_run_logs(&paths) {
+        log.warn("pantavisor", &format!("could not link run logs: {e}"));
+    }
+
+    let rt: Arc<dyn Runtime> = match args.runtime {
+        RuntimeKind::Lxc => Arc::new(LxcRuntime {
+            paths: paths.clone(),
+        }),
+        RuntimeKind::Process => Arc::new(ProcessRuntime {
+            paths: paths.clone(),
+        }),
+    };
+    let engine = Engine::new(
+        log.clone(),
+        rt,
+        EngineConfig {
+            restart_delay: Duration::from_millis(args.restart_ms),
+            ..EngineConfig::default()
+        },
+    );
+    // Upstream passes nothing; under a test root the daemon must still
+    // find pv-ctrl, which our pv-xconnect reads from this variable.
+    let env = if paths.is_real_root() {
+        Vec::new()
+    } else {
+        vec![(
+            "PV_XCONNECT_CTRL_SOCKET".to_owned(),
+            paths.ctrl_socket().to_string_lossy().into_owned(),
+        )]
+    };
+    let daemon = Daemon::with_env(
+        args.xconnect.clone(),
+        Duration::from_millis(args.respawn_ms),
+        log.clone(),
+        env,
+    );
+
+    let loaded = load(&paths, &log);
+    let ok = match loaded {
+        Ok(state) => {
+            engine.load(state);
+            true
+        }
+        Err(msg) => {
+            log.error("state", &msg);
+            log.error("state", "state could not be loaded: starting nothing");
+            engine.fail(msg);
+            false
+        }
+    };
+
+    let listener = ctrl::bind(&paths.ctrl_socket())
+        .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
+    let sock_ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
+    let ctrl = Arc::new(Ctrl {
+        engine: engine.clone(),
+        daemons: vec![daemon.clone()],
+    });
+    tokio::spawn(ctrl::serve(listener, ctrl));
+    log.info(
+        "ctrl",
+        &format!("pv-ctrl listening on {}", paths.ctrl_socket().display()),
+    );
+    if ok {
+        tokio::spawn(engine.clone().run());
+        tokio::spawn(daemon.clone().run());
+    }
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    log.info("pantavisor", "shutting down");
+    daemon.terminate();
+    engine.shutdown().await;
+    // Only remove the socket if a newer instance has not replaced it.
+    if std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok() == sock_ino {
+        let _ = std::fs::remove_file(paths.ctrl_socket());
+    }
+    Ok(())
+}
+
+/// Install (first boot) + parse + validate; the error text goes to the log.
+fn load(paths: &Paths, log: &PvLog) -> Result<State, String> {
+    let installed =
+        install::ensure_installed(paths).map_err(|e| format!("pvtx install failed: {e}"))?;
+    for f in &installed.files {
+        log.info(
+            "pvtx",
+            &format!("installed '{}' into revision 0", f.display()),
+        );
+    }
+    if !installed.files.is_empty() {
+        log.info("pvtx", "wrote .pvtx-done");
+    }
+    let state = State::parse("0", &installed.state).map_err(|e| e.to_string())?;
+    state.validate().map_err(|e| e.to_string())?;
+    log.info(
+        "state",
+        &format!(
+            "state revision '0' loaded with {} containers",
+            state.containers.len()
+        ),
+    );
+    Ok(state)
 }
