@@ -7,3 +7,9 @@
 //! - [`pvrexport`]: the pvrexport format (writer and reader), with pvr's
 //!   `run.json` / `src.json` / `lxc.container.conf` rendering.
 pub mod pvrexport;
+pub mod binaries;
+pub mod debian;
+pub mod docker;
+pub mod examples;
+pub mod image;
+pub mod util;
