@@ -41,7 +41,14 @@ fn build_now() -> Result<PathBuf> {
         .current_dir(util::workspace_root())
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .args(["build", "--profile", "container", "--target", TARGET])
-        .args(["-p", "pv-examples", "-p", "pv-xconnect", "-p", "appengine-lite"])
+        .args([
+            "-p",
+            "pv-examples",
+            "-p",
+            "pv-xconnect",
+            "-p",
+            "appengine-lite",
+        ])
         .status()?;
     if !status.success() {
         bail!("static build failed ({status}); see the cargo output above");

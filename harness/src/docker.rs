@@ -7,7 +7,8 @@ use bollard::Docker;
 
 /// Connects (honouring `DOCKER_HOST`) and checks the engine answers.
 pub async fn connect() -> Result<Docker> {
-    let hint = "no Docker engine reachable: start dockerd (ci/install-deps.sh does) or set DOCKER_HOST";
+    let hint =
+        "no Docker engine reachable: start dockerd (ci/install-deps.sh does) or set DOCKER_HOST";
     let docker = Docker::connect_with_defaults().map_err(|e| anyhow!("{hint} ({e})"))?;
     let docker = docker
         .negotiate_version()

@@ -8,9 +8,10 @@
 //!
 //! - `examples-containers/<name>/rootfs/`: copied over the tree as is;
 //! - `examples-containers/<name>/harness.json`:
-//!   `{"cmd": [...], "env": [...], "binaries": [...], "host_files": [...],
-//!   "debian_packages": [...]}` — the container's command (default
-//!   `["/usr/bin/<name>"]`), extra environment, more workspace binaries,
+//!   `{"binary": "...", "cmd": [...], "env": [...], "binaries": [...],
+//!   "host_files": [...], "debian_packages": [...]}` — the workspace binary
+//!   to run (default: the example's name), the container's command (default
+//!   `["/usr/bin/<binary>"]`), extra environment, more workspace binaries,
 //!   host files copied with the shared libraries they need, or a Debian
 //!   minbase rootfs with these packages as the base instead of an empty
 //!   tree (e.g. `dbus` for a dbus-daemon).
@@ -54,6 +55,10 @@ pub const KNOWN: &[&str] = &[
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extras {
+    /// Workspace binary to run, when not named like the example (several
+    /// examples can share one program).
+    #[serde(default)]
+    pub binary: Option<String>,
     #[serde(default)]
     pub cmd: Option<Vec<String>>,
     #[serde(default)]
@@ -120,7 +125,7 @@ impl Example {
             .extras
             .cmd
             .clone()
-            .unwrap_or_else(|| vec![format!("/usr/bin/{}", self.name)]);
+            .unwrap_or_else(|| vec![format!("/usr/bin/{}", self.binary())]);
         let mut docker = DockerConfig::for_command(cmd);
         if let Some(env) = docker.env.as_mut() {
             env.extend(self.extras.env.iter().cloned());
@@ -133,9 +138,14 @@ impl Example {
         }
     }
 
+    /// The workspace binary the container runs.
+    pub fn binary(&self) -> &str {
+        self.extras.binary.as_deref().unwrap_or(&self.name)
+    }
+
     /// Workspace binaries this example needs (its own first).
     pub fn needed_binaries(&self) -> Vec<String> {
-        let mut v = vec![self.name.clone()];
+        let mut v = vec![self.binary().to_string()];
         v.extend(self.extras.binaries.iter().cloned());
         v
     }
@@ -246,7 +256,12 @@ fn input_hash(ex: &Example) -> Result<String> {
         walk(&overlay, &mut files)?;
         files.sort();
         for f in files {
-            h.update(f.strip_prefix(&overlay).unwrap_or(&f).to_string_lossy().as_bytes());
+            h.update(
+                f.strip_prefix(&overlay)
+                    .unwrap_or(&f)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
             if f.is_file() {
                 h.update(util::sha256_file(&f)?.as_bytes());
             }
@@ -272,7 +287,12 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// Lays out the example's root filesystem in `root`.
 pub fn assemble_rootfs(ex: &Example, root: &Path) -> Result<()> {
     if !ex.extras.debian_packages.is_empty() {
-        let pkgs: Vec<&str> = ex.extras.debian_packages.iter().map(String::as_str).collect();
+        let pkgs: Vec<&str> = ex
+            .extras
+            .debian_packages
+            .iter()
+            .map(String::as_str)
+            .collect();
         let t = debian::minbase(&pkgs)?;
         debian::unpack(&t, root)?;
     }
@@ -323,7 +343,8 @@ pub fn assemble_rootfs(ex: &Example, root: &Path) -> Result<()> {
     Ok(())
 }
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
 
 fn write_if_absent(p: &Path, content: &str) -> Result<()> {
@@ -371,7 +392,14 @@ pub fn mksquashfs(dir: &Path, out: &Path, all_root: bool) -> Result<()> {
     cmd.arg(dir)
         .arg(out)
         .args(["-comp", "xz", "-noappend", "-no-xattrs"])
-        .args(["-mkfs-time", "0", "-all-time", "0", "-quiet", "-no-progress"]);
+        .args([
+            "-mkfs-time",
+            "0",
+            "-all-time",
+            "0",
+            "-quiet",
+            "-no-progress",
+        ]);
     if all_root {
         cmd.arg("-all-root");
     }

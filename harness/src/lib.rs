@@ -6,10 +6,12 @@
 //!
 //! - [`pvrexport`]: the pvrexport format (writer and reader), with pvr's
 //!   `run.json` / `src.json` / `lxc.container.conf` rendering.
-pub mod pvrexport;
+pub mod appengine;
 pub mod binaries;
 pub mod debian;
 pub mod docker;
 pub mod examples;
+pub mod group;
 pub mod image;
+pub mod pvrexport;
 pub mod util;
