@@ -217,8 +217,10 @@ impl Appengine {
             host.security_opt = Some(vec![
                 "seccomp=unconfined".into(),
                 "apparmor=unconfined".into(),
-                "systempaths=unconfined".into(),
             ]);
+            // The CLI's `--security-opt systempaths=unconfined`.
+            host.masked_paths = Some(Vec::new());
+            host.readonly_paths = Some(Vec::new());
             host.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
         }
         if self.host_drm {
