@@ -406,3 +406,24 @@ pub fn mksquashfs(dir: &Path, out: &Path, all_root: bool) -> Result<()> {
     util::run(&mut cmd)?;
     Ok(())
 }
+
+/// A pvrexport of a container that only has busybox (for tests that need
+/// a container but no example program, e.g. deliberately broken input).
+pub fn busybox_export(spec: &ContainerSpec) -> Result<Pvrexport> {
+    let work = tempfile::tempdir()?;
+    let root = work.path().join("root");
+    for d in ["bin", "dev", "etc", "proc", "run", "sys", "tmp", "usr/bin"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::copy(BUSYBOX, root.join("bin/busybox")).context("copy busybox (busybox-static)")?;
+    for applet in ["sh", "sleep", "echo", "cat", "ls"] {
+        symlink("busybox", root.join("bin").join(applet))?;
+    }
+    write_if_absent(&root.join("etc/passwd"), PASSWD)?;
+    write_if_absent(&root.join("etc/group"), GROUP)?;
+    let squash = work.path().join("root.squashfs");
+    mksquashfs(&root, &squash, true)?;
+    let mut export = Pvrexport::default();
+    export.add_container(spec, std::fs::read(&squash)?);
+    Ok(export)
+}

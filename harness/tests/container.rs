@@ -42,7 +42,8 @@ fn container_has_devices_exports_and_is_removed_after_panic() {
         println!("host has no /dev/dri: checked the placeholder nodes only");
     }
     // Loop devices for squashfs and the capabilities LXC needs.
-    ae.sh("test -c /dev/loop-control && test -b /dev/loop0").expect("loop nodes");
+    ae.sh("test -c /dev/loop-control && test -b /dev/loop0")
+        .expect("loop nodes");
     let caps = ae.sh("grep CapEff /proc/self/status").expect("caps");
     assert!(!caps.contains("0000000000000000"), "{caps}");
     // Mounting works (LXC and the squashfs mounts need it).
@@ -67,5 +68,8 @@ fn container_has_devices_exports_and_is_removed_after_panic() {
     }));
     assert!(r.is_err());
     assert!(!exists(&name), "container {name} left behind");
-    assert!(!volume_exists(&format!("{name}-storage")), "volume left behind");
+    assert!(
+        !volume_exists(&format!("{name}-storage")),
+        "volume left behind"
+    );
 }
