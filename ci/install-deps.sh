@@ -7,8 +7,15 @@ PKGS=(docker.io lxc squashfs-tools debootstrap socat curl dbus dbus-bin
       libglib2.0-bin busybox-static libdrm-tests netcat-openbsd weston
       wayland-utils iproute2 jq psmisc procps)
 
+# Hosts with their own Docker engine (GitHub runners ship docker-ce, which
+# conflicts with Debian's docker.io) keep it.
+if docker info >/dev/null 2>&1; then
+  PKGS=("${PKGS[@]/docker.io}")
+fi
+
 need=()
 for p in "${PKGS[@]}"; do
+  [ -n "$p" ] || continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

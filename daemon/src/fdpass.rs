@@ -29,12 +29,28 @@ pub async fn recv_with_fds(
 
 /// One non-blocking `recvmsg`; `WouldBlock` when nothing is queued.
 pub fn recv_now(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut cmsg = cmsg_buffer();
+    recv_now_with(fd, buf, &mut cmsg, fds)
+}
+
+/// A control-data buffer big enough for [`MAX_FDS`] descriptors, for
+/// [`recv_now_with`] (a relay allocates it once per direction, not per read).
+pub fn cmsg_buffer() -> Vec<u8> {
+    nix::cmsg_space!([RawFd; MAX_FDS])
+}
+
+/// [`recv_now`] with a caller-owned control buffer from [`cmsg_buffer`].
+pub fn recv_now_with(
+    fd: RawFd,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         fd,
         &mut iov,
-        Some(&mut cmsg),
+        Some(cmsg.as_mut_slice()),
         MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
     )
     .map_err(io::Error::from)?;

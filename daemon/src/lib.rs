@@ -15,6 +15,7 @@
 //! - [`reconcile`]: diffs successive graphs by (consumer, name, target) and
 //!   starts, restarts or tears down links.
 //! - [`status`]: the status socket and the `pv-xconnect status` client.
+//! - [`signal`]: SIGTERM/SIGINT as one future.
 //! - [`sys`]: the few raw syscalls we need (per-thread credentials, setns).
 //! - [`ns`]: namespace plumbing on dedicated OS threads: inject listeners and
 //!   device nodes into a consumer, reach a provider's socket or device
@@ -35,6 +36,7 @@ pub mod link;
 pub mod ns;
 pub mod reconcile;
 pub mod shutdown;
+pub mod signal;
 pub mod status;
 #[allow(unsafe_code)]
 pub mod sys;

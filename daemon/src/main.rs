@@ -1,3 +1,220 @@
-fn main() {
-    todo!("core issue")
+//! `pv-xconnect`: the daemon Pantavisor starts (with no arguments) and the
+//! `pv-xconnect status` client.
+//!
+//! Task layout: one graph source (pv-ctrl poller or `--graph-file` watcher)
+//! publishes on a `watch`; the reconciler follows it and publishes a status
+//! table on another `watch`, which the status socket serves. On SIGTERM or
+//! SIGINT the source and the reconciler stop first, the reconciler tears
+//! every link down (removing what it injected), then the process exits 0.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use pv_xconnect::ctrl::{self, Source};
+use pv_xconnect::reconcile::{self, LinkBackend, Reconciler};
+use pv_xconnect::shutdown::Shutdown;
+use pv_xconnect::status::{self, StatusError};
+
+/// How long tearing every link down may take at exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pantavisor xconnect service-mesh daemon.
+///
+/// Without a subcommand, runs the daemon: follows the xconnect graph
+/// published by pv-ctrl (or a graph file) and plants each link's socket or
+/// device node in the consumer container.
+#[derive(Debug, Parser)]
+#[command(name = "pv-xconnect", version)]
+struct Cli {
+    /// pv-ctrl's Unix socket, polled with `GET /xconnect-graph`.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "PV_XCONNECT_CTRL_SOCKET",
+        default_value = "/run/pantavisor/pv/pv-ctrl"
+    )]
+    ctrl_socket: PathBuf,
+
+    /// Poll period in milliseconds (also the retry period of failed links).
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    interval_ms: u64,
+
+    /// Read the graph from this JSON file instead of pv-ctrl; re-read when
+    /// it changes.
+    #[arg(long, value_name = "PATH")]
+    graph_file: Option<PathBuf>,
+
+    /// The daemon's status socket (served by the daemon, read by `status`).
+    #[arg(long, value_name = "PATH", global = true, default_value = status::DEFAULT_SOCKET)]
+    status_socket: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print every link of the running daemon: consumer, name, type, target,
+    /// provider, pids, state (pending / injected / failed: reason), sessions
+    /// (live/total) and bytes relayed.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Status) => run_status(&cli),
+        None => run_daemon(cli),
+    }
+}
+
+fn run_status(cli: &Cli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pv-xconnect status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(status::query(&cli.status_socket)) {
+        Ok(links) => {
+            if links.is_empty() {
+                eprintln!("no links");
+            }
+            for link in links {
+                println!("{}", link.line());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pv-xconnect status: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stdout, which Pantavisor captures into pantavisor.log: one
+/// line per event (Rust's stdout is line-buffered, so every event is
+/// flushed as it happens), no colours unless a terminal is watching.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_env_filter(filter)
+        .init();
+}
+
+fn run_daemon(cli: Cli) -> ExitCode {
+    init_logging();
+    // An embedded daemon: two workers are plenty; namespace work runs on
+    // its own short-lived threads anyway.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pv-xconnect")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(daemon(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn daemon(cli: Cli) -> anyhow::Result<()> {
+    let terminated = pv_xconnect::signal::terminated().context("installing signal handlers")?;
+    let interval = Duration::from_millis(cli.interval_ms);
+    let source = match &cli.graph_file {
+        Some(path) => Source::File(path.clone()),
+        None => Source::Ctrl(cli.ctrl_socket.clone()),
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        source = ?source,
+        interval_ms = cli.interval_ms,
+        status_socket = %cli.status_socket.display(),
+        "pv-xconnect starting"
+    );
+
+    // Two tokens so teardown is ordered: `control` stops the source, the
+    // status socket and the reconciler loop (which then stops every link
+    // properly); `links` is the links' parent, cancelled last as a net.
+    let control = Shutdown::new();
+    let links = Shutdown::new();
+
+    let (graph_tx, graph_rx) = watch::channel(None);
+    let (status_tx, status_rx) = watch::channel(Vec::new());
+
+    let status_task = match status::bind(&cli.status_socket).await {
+        Ok(listener) => Some(tokio::spawn(status::serve(
+            listener,
+            cli.status_socket.clone(),
+            status_rx,
+            control.clone(),
+        ))),
+        Err(e @ StatusError::InUse(_)) => return Err(e.into()),
+        Err(e) => {
+            warn!("status socket disabled: {e}");
+            None
+        }
+    };
+
+    let source_task = tokio::spawn(ctrl::run(source, interval, graph_tx, control.clone()));
+    let reconciler = Reconciler::new(LinkBackend::new(links.clone()));
+    let mut reconcile_task = tokio::spawn(reconcile::run(
+        reconciler,
+        graph_rx,
+        interval,
+        status_tx,
+        control.clone(),
+    ));
+
+    let outcome = tokio::select! {
+        sig = terminated => {
+            info!("{sig} received: stopping all links");
+            Ok(())
+        }
+        ended = &mut reconcile_task => {
+            Err(anyhow::anyhow!("reconciler ended unexpectedly: {ended:?}"))
+        }
+    };
+
+    control.cancel();
+    if outcome.is_ok()
+        && tokio::time::timeout(STOP_TIMEOUT, &mut reconcile_task)
+            .await
+            .is_err()
+    {
+        warn!("links did not stop within {}s", STOP_TIMEOUT.as_secs());
+    }
+    links.cancel();
+    let _ = source_task.await;
+    if let Some(task) = status_task {
+        let _ = task.await;
+    }
+    if outcome.is_ok() {
+        info!("pv-xconnect stopped");
+    }
+    outcome
 }
