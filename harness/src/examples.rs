@@ -138,6 +138,33 @@ impl Example {
         }
     }
 
+    /// Names of the services this example exports.
+    pub fn exports(&self) -> Vec<String> {
+        let list = match &self.services {
+            Some(Value::Array(a)) => a.clone(),
+            Some(v) => v["services"].as_array().cloned().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        list.iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Names of the services this example requires (not the optional ones).
+    pub fn required(&self) -> Vec<String> {
+        match self.args.get("PV_SERVICES_REQUIRED") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|r| match r {
+                    Value::String(s) => Some(s.clone()),
+                    other => other["name"].as_str().map(str::to_string),
+                })
+                .collect(),
+            Some(Value::String(s)) => s.split(',').map(|n| n.trim().to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The workspace binary the container runs.
     pub fn binary(&self) -> &str {
         self.extras.binary.as_deref().unwrap_or(&self.name)
@@ -167,6 +194,34 @@ pub fn discover() -> Result<Vec<Example>> {
     Ok(found)
 }
 
+/// Drops (with a printed line) examples whose required services no other
+/// example in the set exports — Pantavisor would refuse the whole state —
+/// until the set is consistent.
+pub fn prune_unsatisfied(mut set: Vec<Example>) -> Vec<Example> {
+    loop {
+        let exported: BTreeSet<String> = set.iter().flat_map(|e| e.exports()).collect();
+        let (keep, drop): (Vec<_>, Vec<_>) = set
+            .into_iter()
+            .partition(|e| e.required().iter().all(|r| exported.contains(r)));
+        for e in &drop {
+            let missing: Vec<_> = e
+                .required()
+                .into_iter()
+                .filter(|r| !exported.contains(r))
+                .collect();
+            util::note(format!(
+                "skipping {}: nobody built exports {}",
+                e.name,
+                missing.join(", ")
+            ));
+        }
+        set = keep;
+        if drop.is_empty() {
+            return set;
+        }
+    }
+}
+
 /// A built export.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -178,6 +233,7 @@ pub struct Built {
 /// for each one skipped.
 pub fn build_exports(examples: &[Example]) -> Result<Vec<Built>> {
     let mut out = Vec::new();
+    let mut ready = Vec::new();
     for ex in examples {
         let missing: Vec<String> = ex
             .needed_binaries()
@@ -192,7 +248,10 @@ pub fn build_exports(examples: &[Example]) -> Result<Vec<Built>> {
             ));
             continue;
         }
-        out.push(build_export(ex)?);
+        ready.push(ex.clone());
+    }
+    for ex in prune_unsatisfied(ready) {
+        out.push(build_export(&ex)?);
     }
     Ok(out)
 }
