@@ -194,6 +194,22 @@ pub fn discover() -> Result<Vec<Example>> {
     Ok(found)
 }
 
+/// Examples of `names` whose program has no source in the workspace
+/// (`examples-containers/src/bin/<binary>.rs`), i.e. not written yet.
+pub fn absent_programs(names: &[&str]) -> Vec<String> {
+    let root = util::workspace_root().join("examples-containers");
+    names
+        .iter()
+        .filter(|n| {
+            let binary = Example::load(&root.join(n))
+                .map(|e| e.binary().to_string())
+                .unwrap_or_else(|_| n.to_string());
+            !root.join("src/bin").join(format!("{binary}.rs")).is_file()
+        })
+        .map(|n| n.to_string())
+        .collect()
+}
+
 /// Drops (with a printed line) examples whose required services no other
 /// example in the set exports — Pantavisor would refuse the whole state —
 /// until the set is consistent.

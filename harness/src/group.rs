@@ -45,8 +45,21 @@ impl Group {
 
     /// The group's appengine (booted and READY), for one test.
     /// Panics with the boot error (and its diagnostics) if boot failed.
-    pub fn enter(&'static self) -> GroupGuard {
+    /// `None` (after printing why) when an example of the group has no
+    /// program in the workspace yet: that feature does not exist, so there
+    /// is nothing to test.
+    pub fn enter(&'static self) -> Option<GroupGuard> {
         register_exit_hook();
+        let absent = crate::examples::absent_programs(self.examples);
+        if !absent.is_empty() {
+            let msg = format!(
+                "SKIPPED group '{}': no program for {absent:?} in examples-containers/src/bin yet",
+                self.name
+            );
+            println!("{msg}");
+            eprintln!("[harness] {msg}");
+            return None;
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.booted.is_none() {
             let r = Appengine::boot(BootOptions {
@@ -67,10 +80,10 @@ impl Group {
             st.booted = Some(r);
         }
         match st.booted.clone() {
-            Some(Ok(ae)) => GroupGuard {
+            Some(Ok(ae)) => Some(GroupGuard {
                 group: self,
                 ae: Some(ae),
-            },
+            }),
             Some(Err(e)) => {
                 st.finished += 1;
                 panic!("appengine for group '{}' did not boot: {e}", self.name)

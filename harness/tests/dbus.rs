@@ -18,7 +18,9 @@ fn has_line(log: &str, line: &str) -> bool {
 
 #[test]
 fn dbus_root_client_is_seen_as_uid_0() {
-    let ae = DBUS.enter();
+    let Some(ae) = DBUS.enter() else {
+        return;
+    };
     ae.wait_link(CLIENT, "system-bus", Duration::from_secs(30))
         .expect("link");
     let log = ae
@@ -30,7 +32,9 @@ fn dbus_root_client_is_seen_as_uid_0() {
 
 #[test]
 fn dbus_nobody_client_is_seen_as_uid_65534() {
-    let ae = DBUS.enter();
+    let Some(ae) = DBUS.enter() else {
+        return;
+    };
     let log = ae
         .wait_console(NOBODY, "dbus OK uid=", Duration::from_secs(90))
         .expect("client result");
@@ -39,7 +43,9 @@ fn dbus_nobody_client_is_seen_as_uid_65534() {
 
 #[test]
 fn dbus_attacker_is_refused_everything() {
-    let ae = DBUS.enter();
+    let Some(ae) = DBUS.enter() else {
+        return;
+    };
     let log = ae
         .wait_console(ATTACKER, "attacker RESULT", Duration::from_secs(90))
         .expect("attacker verdict");
@@ -50,7 +56,9 @@ fn dbus_attacker_is_refused_everything() {
 
 #[test]
 fn dbus_server_still_serves_after_the_attack() {
-    let ae = DBUS.enter();
+    let Some(ae) = DBUS.enter() else {
+        return;
+    };
     ae.wait_console(ATTACKER, "attacker RESULT", Duration::from_secs(90))
         .expect("attacker done");
     assert_eq!(
