@@ -130,7 +130,7 @@ fn up(link_timeout: Duration) -> Result<()> {
 
 /// The last line of a client's console that reports a result.
 fn last_result(log: &str) -> String {
-    let keys = ["OK", "FAIL", "REFUSED", "ERROR", "error", "uid="];
+    let keys = ["RESULT", "OK", "FAIL", "REFUSED", "ERROR", "error", "uid="];
     log.lines()
         .rev()
         .find(|l| keys.iter().any(|k| l.contains(k)))
