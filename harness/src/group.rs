@@ -72,6 +72,12 @@ impl Group {
             eprintln!("[harness] {msg}");
             return None;
         }
+        if let Some(why) = crate::appengine::unavailable() {
+            let msg = format!("SKIPPED group '{}': {why}", self.name);
+            println!("{msg}");
+            eprintln!("[harness] {msg}");
+            return None;
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.booted.is_none() {
             let r = Appengine::boot(BootOptions {
