@@ -1,0 +1,170 @@
+//! Sharing one booted appengine between the tests of a group.
+//!
+//! Each test of a group calls [`Group::enter`]; the first one boots the
+//! appengine, the others wait for it. Each returned [`GroupGuard`] counts
+//! its test finished when dropped (also on panic, when it prints the
+//! appengine's diagnostics); after the group's last test the appengine is
+//! removed. If only some tests of a group run (a name filter), an exit hook
+//! removes whatever is left when the test process ends.
+
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, Once};
+
+use crate::appengine::{Appengine, BootOptions};
+
+/// A set of tests sharing one appengine.
+pub struct Group {
+    name: &'static str,
+    examples: &'static [&'static str],
+    tests: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    booted: Option<Result<Arc<Appengine>, String>>,
+    finished: usize,
+}
+
+/// Appengines still alive, removed at process exit.
+static LIVE: Mutex<Vec<Arc<Appengine>>> = Mutex::new(Vec::new());
+
+impl Group {
+    /// `tests` must equal the number of tests calling [`Group::enter`].
+    pub const fn new(name: &'static str, examples: &'static [&'static str], tests: usize) -> Self {
+        Group {
+            name,
+            examples,
+            tests,
+            state: Mutex::new(State {
+                booted: None,
+                finished: 0,
+            }),
+        }
+    }
+
+    /// The group's appengine (booted and READY), for one test.
+    /// Panics with the boot error (and its diagnostics) if boot failed.
+    /// `None` (after printing why) when an example of the group has no
+    /// program in the workspace yet: that feature does not exist, so there
+    /// is nothing to test.
+    pub fn enter(&'static self) -> Option<GroupGuard> {
+        register_exit_hook();
+        let absent = if self.examples.is_empty() {
+            // "All examples": needs at least one program to exist.
+            let all = crate::examples::discover().unwrap_or_default();
+            let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+            let missing = crate::examples::absent_programs(&names);
+            if missing.len() == names.len() {
+                vec!["every example".to_string()]
+            } else {
+                Vec::new()
+            }
+        } else {
+            crate::examples::absent_programs(self.examples)
+        };
+        if !absent.is_empty() {
+            let msg = format!(
+                "SKIPPED group '{}': no program for {absent:?} in examples-containers/src/bin yet",
+                self.name
+            );
+            println!("{msg}");
+            eprintln!("[harness] {msg}");
+            return None;
+        }
+        if let Some(why) = crate::appengine::unavailable() {
+            let msg = format!("SKIPPED group '{}': {why}", self.name);
+            println!("{msg}");
+            eprintln!("[harness] {msg}");
+            return None;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.booted.is_none() {
+            let r = Appengine::boot(BootOptions {
+                group: self.name.into(),
+                examples: self.examples.iter().map(|s| s.to_string()).collect(),
+                wait_ready: true,
+                // A named set must be complete; "all" takes what is built.
+                require_all: !self.examples.is_empty(),
+                ..Default::default()
+            })
+            .map(Arc::new)
+            .map_err(|e| format!("{e:#}"));
+            if let Ok(ae) = &r {
+                LIVE.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(ae.clone());
+            }
+            st.booted = Some(r);
+        }
+        match st.booted.clone() {
+            Some(Ok(ae)) => Some(GroupGuard {
+                group: self,
+                ae: Some(ae),
+            }),
+            Some(Err(e)) => {
+                st.finished += 1;
+                panic!("appengine for group '{}' did not boot: {e}", self.name)
+            }
+            None => unreachable!("booted just above"),
+        }
+    }
+}
+
+/// One test's hold on its group's appengine.
+pub struct GroupGuard {
+    group: &'static Group,
+    ae: Option<Arc<Appengine>>,
+}
+
+impl Deref for GroupGuard {
+    type Target = Appengine;
+    fn deref(&self) -> &Appengine {
+        self.ae.as_deref().expect("present until drop")
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let Some(ae) = self.ae.take() else { return };
+        if std::thread::panicking() {
+            eprintln!("{}", ae.diagnostics());
+        }
+        let mut st = self.group.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.finished += 1;
+        if st.finished >= self.group.tests {
+            st.booted = None;
+            drop(st);
+            LIVE.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|a| !Arc::ptr_eq(a, &ae));
+            // Last holder: dropping removes the container and volumes.
+            drop(ae);
+        }
+    }
+}
+
+fn register_exit_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registering a plain `extern "C" fn` with no captured state.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::atexit(remove_leftovers);
+        }
+    });
+}
+
+extern "C" fn remove_leftovers() {
+    let left: Vec<Arc<Appengine>> = match LIVE.lock() {
+        Ok(mut l) => std::mem::take(&mut *l),
+        Err(_) => return,
+    };
+    for ae in left {
+        // Other holders (a filtered group's guards) are gone by now.
+        match Arc::try_unwrap(ae) {
+            Ok(mut a) => a.remove(),
+            Err(a) => eprintln!("[harness] {} still in use at exit; not removed", a.name),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Small shared pieces: workspace paths, the cache directory, progress
+//! lines, running external tools with their output on failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (the harness crate sits in `<root>/harness`).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(Path::to_path_buf).unwrap_or(here)
+}
+
+/// Cargo's target directory (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// Where built artifacts are cached between runs (`.harness-cache`,
+/// git-ignored; `HARNESS_CACHE` overrides).
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("HARNESS_CACHE") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join(".harness-cache"),
+    }
+}
+
+/// Prints `[harness] <what> ...` now and `[harness] <what>: done in N s`
+/// when finished, so long steps are never silent.
+pub struct Step {
+    what: String,
+    start: Instant,
+}
+
+impl Step {
+    pub fn start(what: impl Into<String>) -> Self {
+        let what = what.into();
+        eprintln!("[harness] {what} ...");
+        Step {
+            what,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn done(self, note: &str) {
+        let sep = if note.is_empty() { "" } else { ", " };
+        eprintln!(
+            "[harness] {}: done in {:.1} s{sep}{note}",
+            self.what,
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// A one-off progress line.
+pub fn note(msg: impl AsRef<str>) {
+    eprintln!("[harness] {}", msg.as_ref());
+}
+
+/// Runs a command; on failure the error carries its stderr tail.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown} (is it installed? see ci/install-deps.sh)"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("{shown} failed ({}):\n{}", out.status, tail.join("\n"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// sha256 (hex) of a file's content.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).with_context(|| format!("open {path:?}"))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("read {path:?}"))?;
+    Ok(hex::encode(h.finalize()))
+}

@@ -1,0 +1,108 @@
+//! Broken pvrexports: the appengine must say why in pantavisor.log, start
+//! nothing, and keep answering pv-ctrl.
+
+use std::time::Duration;
+
+use harness::appengine::{Appengine, BootOptions};
+use harness::examples::busybox_export;
+use harness::pvrexport::{ContainerSpec, DockerConfig};
+use serde_json::{json, Map, Value};
+
+fn spec(name: &str, args: Value, services: Option<Value>) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        args: serde_json::from_value::<Map<String, Value>>(args).unwrap(),
+        docker: DockerConfig::for_command(vec!["/bin/sh".into(), "-c".into(), "sleep 1000".into()]),
+        services,
+    }
+}
+
+/// Boots with `files` only, waits for `needle` in pantavisor.log, then
+/// checks nothing started and pv-ctrl still answers.
+fn expect_refused(group: &str, files: Vec<std::path::PathBuf>, needle: &str) {
+    if let Some(why) = harness::appengine::unavailable() {
+        println!("SKIPPED: {why}");
+        eprintln!("[harness] SKIPPED bad-input test: {why}");
+        return;
+    }
+    let ae = Appengine::boot(BootOptions {
+        group: group.into(),
+        extra_exports: files,
+        wait_ready: false,
+        ..Default::default()
+    })
+    .expect("appengine container starts");
+    let r = ae.wait_for(
+        &format!("{needle:?} in pantavisor.log"),
+        Duration::from_secs(60),
+        |ae| Ok(ae.pantavisor_log().contains(needle).then_some(())),
+    );
+    if let Err(e) = r {
+        panic!("{e:#}\n{}", ae.diagnostics());
+    }
+    // Give a wrongly started container time to show up.
+    std::thread::sleep(Duration::from_secs(3));
+    let containers = ae
+        .containers()
+        .unwrap_or_else(|e| panic!("pv-ctrl stopped answering: {e:#}\n{}", ae.diagnostics()));
+    let started: Vec<_> = containers
+        .iter()
+        .filter(|c| matches!(c["status"].as_str(), Some("STARTING" | "STARTED" | "READY")))
+        .collect();
+    assert!(started.is_empty(), "containers started anyway: {started:?}");
+    let meta = ae.devmeta().expect("pv-ctrl answers /devmeta");
+    assert_ne!(meta["pantavisor.status"], "READY", "{meta}");
+}
+
+#[test]
+fn corrupt_object_is_rejected_with_a_clear_error() {
+    let mut e = busybox_export(&spec(
+        "pvx-corrupt",
+        json!({}),
+        Some(json!({"#spec": "service-manifest-xconnect@1",
+                    "services": [{"name": "x", "type": "unix", "socket": "/run/x.sock"}]})),
+    ))
+    .expect("export");
+    let sha = e.state["pvx-corrupt/root.squashfs"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Same name, different bytes: what a truncated download looks like.
+    let obj = e.objects.get_mut(&sha).unwrap();
+    let mid = obj.len() / 2;
+    obj[mid] ^= 0xff;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pvx-corrupt.pvrexport.tgz");
+    e.write(&path).unwrap();
+    expect_refused("corrupt", vec![path], &sha);
+}
+
+#[test]
+fn missing_required_service_is_rejected_with_upstreams_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = busybox_export(&spec(
+        "pvx-lonely-consumer",
+        json!({"PV_SERVICES_REQUIRED": [{"name": "no-such-service",
+               "target": "/run/pv/services/none.sock"}]}),
+        None,
+    ))
+    .expect("export");
+    let provider = busybox_export(&spec(
+        "pvx-innocent-provider",
+        json!({}),
+        Some(json!({"#spec": "service-manifest-xconnect@1",
+                    "services": [{"name": "other", "type": "unix", "socket": "/run/o.sock"}]})),
+    ))
+    .expect("export");
+    let (a, b) = (
+        dir.path().join("pvx-lonely-consumer.pvrexport.tgz"),
+        dir.path().join("pvx-innocent-provider.pvrexport.tgz"),
+    );
+    consumer.write(&a).unwrap();
+    provider.write(&b).unwrap();
+    expect_refused(
+        "missing",
+        vec![a, b],
+        "required service 'no-such-service' for platform 'pvx-lonely-consumer' not found",
+    );
+}
