@@ -47,23 +47,6 @@ pub const STORAGE: &str = "/var/pantavisor/storage";
 /// pv-appengine's own stdout/stderr (besides pantavisor.log).
 pub const APPENGINE_OUT: &str = "/tmp/pv-appengine.out";
 
-/// Why a test that needs a working appengine cannot run in this tree, if
-/// so: appengine-lite (issue 3) still being the placeholder that exits with
-/// "not implemented yet", and no real image selected. Tests print this and
-/// skip rather than report a failure of something that does not exist.
-pub fn unavailable() -> Option<String> {
-    if std::env::var_os("PV_APPENGINE_IMAGE").is_some()
-        || std::env::var_os("PV_APPENGINE_TAR").is_some()
-    {
-        return None;
-    }
-    let src = util::workspace_root().join("harness/appengine-lite/src/bin/pv-appengine.rs");
-    let text = std::fs::read_to_string(&src).unwrap_or_default();
-    text.contains("not implemented yet").then(|| {
-        "pv-appengine in this tree is still a placeholder (appengine-lite not merged)".to_string()
-    })
-}
-
 /// The process-wide runtime the synchronous API drives.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -129,6 +112,9 @@ impl Appengine {
         let step = Step::start(format!("booting appengine for '{}'", opts.group));
         let docker = block_on(docker::connect())?;
         block_on(reap_orphans(&docker));
+        // Tests of one binary boot in parallel, and CI may run several
+        // harness processes: build images and exports under one lock.
+        let build_lock = util::BuildLock::acquire()?;
         let image = block_on(image::ensure(&docker))?;
         let all = examples::discover()?;
         let chosen: Vec<_> = if opts.examples.is_empty() {
@@ -144,6 +130,7 @@ impl Appengine {
             v
         };
         let built: Vec<Built> = examples::build_exports(&chosen)?;
+        drop(build_lock);
         if opts.require_all {
             let missing: Vec<_> = chosen
                 .iter()

@@ -44,40 +44,10 @@ impl Group {
     }
 
     /// The group's appengine (booted and READY), for one test.
-    /// Panics with the boot error (and its diagnostics) if boot failed.
-    /// `None` (after printing why) when an example of the group has no
-    /// program in the workspace yet: that feature does not exist, so there
-    /// is nothing to test.
-    pub fn enter(&'static self) -> Option<GroupGuard> {
+    /// Panics with the boot error (and its diagnostics) if boot failed:
+    /// a missing example or appengine is a failure, never a skip.
+    pub fn enter(&'static self) -> GroupGuard {
         register_exit_hook();
-        let absent = if self.examples.is_empty() {
-            // "All examples": needs at least one program to exist.
-            let all = crate::examples::discover().unwrap_or_default();
-            let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
-            let missing = crate::examples::absent_programs(&names);
-            if missing.len() == names.len() {
-                vec!["every example".to_string()]
-            } else {
-                Vec::new()
-            }
-        } else {
-            crate::examples::absent_programs(self.examples)
-        };
-        if !absent.is_empty() {
-            let msg = format!(
-                "SKIPPED group '{}': no program for {absent:?} in examples-containers/src/bin yet",
-                self.name
-            );
-            println!("{msg}");
-            eprintln!("[harness] {msg}");
-            return None;
-        }
-        if let Some(why) = crate::appengine::unavailable() {
-            let msg = format!("SKIPPED group '{}': {why}", self.name);
-            println!("{msg}");
-            eprintln!("[harness] {msg}");
-            return None;
-        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.booted.is_none() {
             let r = Appengine::boot(BootOptions {
@@ -98,10 +68,10 @@ impl Group {
             st.booted = Some(r);
         }
         match st.booted.clone() {
-            Some(Ok(ae)) => Some(GroupGuard {
+            Some(Ok(ae)) => GroupGuard {
                 group: self,
                 ae: Some(ae),
-            }),
+            },
             Some(Err(e)) => {
                 st.finished += 1;
                 panic!("appengine for group '{}' did not boot: {e}", self.name)

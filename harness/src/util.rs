@@ -85,3 +85,32 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     std::io::copy(&mut f, &mut h).with_context(|| format!("read {path:?}"))?;
     Ok(hex::encode(h.finalize()))
 }
+
+/// An exclusive `flock` on `<cache>/build.lock`, held while images and
+/// exports are built so concurrent tests (threads or processes) never
+/// debootstrap or pack into the same cache entry at once.
+pub struct BuildLock {
+    _file: std::fs::File,
+}
+
+impl BuildLock {
+    pub fn acquire() -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let dir = cache_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("create {dir:?}: {e}"))?;
+        let path = dir.join("build.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| anyhow::anyhow!("open {path:?}: {e}"))?;
+        // SAFETY: flock on a descriptor we own; blocks until granted.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            anyhow::bail!("flock {path:?}: {}", std::io::Error::last_os_error());
+        }
+        Ok(BuildLock { _file: f })
+    }
+}

@@ -18,9 +18,7 @@ fn has_line(log: &str, line: &str) -> bool {
 
 #[test]
 fn dbus_root_client_is_seen_as_uid_0() {
-    let Some(ae) = DBUS.enter() else {
-        return;
-    };
+    let ae = DBUS.enter();
     ae.wait_link(CLIENT, "system-bus", Duration::from_secs(30))
         .expect("link");
     let log = ae
@@ -32,9 +30,7 @@ fn dbus_root_client_is_seen_as_uid_0() {
 
 #[test]
 fn dbus_nobody_client_is_seen_as_uid_65534() {
-    let Some(ae) = DBUS.enter() else {
-        return;
-    };
+    let ae = DBUS.enter();
     let log = ae
         .wait_console(NOBODY, "dbus OK uid=", Duration::from_secs(90))
         .expect("client result");
@@ -43,9 +39,7 @@ fn dbus_nobody_client_is_seen_as_uid_65534() {
 
 #[test]
 fn dbus_attacker_is_refused_everything() {
-    let Some(ae) = DBUS.enter() else {
-        return;
-    };
+    let ae = DBUS.enter();
     let log = ae
         .wait_console(ATTACKER, "attacker RESULT", Duration::from_secs(90))
         .expect("attacker verdict");
@@ -56,9 +50,7 @@ fn dbus_attacker_is_refused_everything() {
 
 #[test]
 fn dbus_server_still_serves_after_the_attack() {
-    let Some(ae) = DBUS.enter() else {
-        return;
-    };
+    let ae = DBUS.enter();
     ae.wait_console(ATTACKER, "attacker RESULT", Duration::from_secs(90))
         .expect("attacker done");
     assert_eq!(

@@ -28,9 +28,7 @@ fn node_numbers(ae: &harness::appengine::Appengine, consumer: &str, name: &str) 
 
 #[test]
 fn drm_master_gets_card0_226_0() {
-    let Some(ae) = DRM.enter() else {
-        return;
-    };
+    let ae = DRM.enter();
     assert_eq!(
         node_numbers(&ae, MASTER, "drm-master"),
         "character special file e2:0"
@@ -39,9 +37,7 @@ fn drm_master_gets_card0_226_0() {
 
 #[test]
 fn drm_render_gets_render_d128_226_128() {
-    let Some(ae) = DRM.enter() else {
-        return;
-    };
+    let ae = DRM.enter();
     assert_eq!(
         node_numbers(&ae, RENDER, "drm-render"),
         "character special file e2:80"
@@ -50,9 +46,7 @@ fn drm_render_gets_render_d128_226_128() {
 
 #[test]
 fn drm_master_kms_query_with_real_drm() {
-    let Some(ae) = DRM.enter() else {
-        return;
-    };
+    let ae = DRM.enter();
     if !ae.host_drm {
         let msg = "host has no DRM (no /dev/dri): KMS query not checked, only the nodes";
         if std::env::var("HARNESS_REQUIRE_DRM").as_deref() == Ok("1") {

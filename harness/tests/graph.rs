@@ -41,9 +41,7 @@ fn expected(installed: &[String]) -> BTreeSet<(String, String, String)> {
 
 #[test]
 fn graph_lists_every_expected_link_with_live_pids() {
-    let Some(ae) = ALL.enter() else {
-        return;
-    };
+    let ae = ALL.enter();
     let want = expected(&ae.installed);
     assert!(
         !want.is_empty(),

@@ -13,9 +13,7 @@ static WAYLAND: Group = Group::new("wayland", &[SERVER, CLIENT], 1);
 
 #[test]
 fn wayland_frame_reaches_the_compositor_intact() {
-    let Some(ae) = WAYLAND.enter() else {
-        return;
-    };
+    let ae = WAYLAND.enter();
     ae.wait_link(CLIENT, "wayland-0", Duration::from_secs(30))
         .expect("link");
     let log = ae
