@@ -91,6 +91,22 @@ fn read_json(p: &Path) -> Result<Option<Value>> {
     }
 }
 
+/// `PVR_APP_ADD_GROUP` of the example's recipe in the meta-layer, if any.
+fn recipe_group(name: &str) -> Result<Option<String>> {
+    let recipe = util::workspace_root()
+        .join("meta-layer/recipes-containers/pv-examples-rs")
+        .join(format!("{name}_1.0.bb"));
+    let text = match std::fs::read_to_string(&recipe) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("read {recipe:?}")),
+    };
+    Ok(text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "PVR_APP_ADD_GROUP").then(|| v.trim().trim_matches('"').to_string())
+    }))
+}
+
 impl Example {
     /// Loads `examples-containers/<name>/`.
     pub fn load(dir: &Path) -> Result<Self> {
@@ -99,11 +115,19 @@ impl Example {
             .and_then(|n| n.to_str())
             .context("example dir has no name")?
             .to_string();
-        let args = match read_json(&dir.join("args.json"))? {
+        let mut args = match read_json(&dir.join("args.json"))? {
             Some(Value::Object(m)) => m,
             Some(_) => bail!("{dir:?}/args.json is not a JSON object"),
             None => Map::new(),
         };
+        // The group is not in the manifests: the Yocto recipe passes it to
+        // `pvr app add --group`. Read it from there so harness and image
+        // agree (it decides the restart policy the API honours).
+        if !args.contains_key("PV_GROUP") {
+            if let Some(group) = recipe_group(&name)? {
+                args.insert("PV_GROUP".into(), Value::String(group));
+            }
+        }
         let services = read_json(&dir.join("services.json"))?;
         let extras = match read_json(&dir.join("harness.json"))? {
             Some(v) => serde_json::from_value(v)
