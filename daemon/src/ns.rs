@@ -379,7 +379,16 @@ fn open_in_root(pid: i32, path: &Path, flags: OFlag) -> Result<OwnedFd, NsError>
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(root.as_fd(), path, how).map_err(NsError::nix("resolve in provider root", path))
+    // Scoped lookups fail with EAGAIN when any mount or rename happened on
+    // the system mid-walk (containers starting do both); openat2(2) says
+    // to retry.
+    let mut tries = 0;
+    loop {
+        match openat2(root.as_fd(), path, how) {
+            Err(nix::errno::Errno::EAGAIN) if tries < 16 => tries += 1,
+            r => return r.map_err(NsError::nix("resolve in provider root", path)),
+        }
+    }
 }
 
 /// Targets are absolute paths inside the consumer with a final file name;

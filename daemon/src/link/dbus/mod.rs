@@ -68,9 +68,10 @@ use tokio::net::UnixStream;
 use self::policy::{Policy, State, Verdict};
 use self::sasl::Step;
 use self::wire::{Header, MessageType};
-use super::{Session, Upstream};
+use super::{LinkError, Session, Upstream};
 use crate::fdpass;
 use crate::graph::LinkSpec;
+use crate::ns::NsError;
 
 /// Fds may arrive a little ahead of the message that claims them, never
 /// this far.
@@ -95,7 +96,7 @@ impl Config {
         let policy = Policy::parse(&spec.interface)?;
         let (uid, gid) = match spec.uid {
             Some(uid) => (uid, uid),
-            None => resolve_role(&spec.role, upstream).await,
+            None => resolve_role(&spec.role, upstream).await?,
         };
         tracing::info!(
             link = %spec.name, consumer = %spec.consumer, role = %spec.role, uid,
@@ -106,26 +107,35 @@ impl Config {
     }
 }
 
-async fn resolve_role(role: &str, upstream: &Upstream) -> (u32, u32) {
+/// A role is looked up in the provider's own `/etc/passwd` (the bus there
+/// knows its users, we do not). A provider without one gets `nobody` for
+/// every name; any other read error fails the link, which reconcile retries,
+/// rather than silently demoting a root client to `nobody` for good.
+async fn resolve_role(role: &str, upstream: &Upstream) -> Result<(u32, u32), LinkError> {
     let text = match provider_passwd(upstream).await {
         Ok(t) => t,
-        Err(err) => {
-            tracing::warn!(provider = %upstream.provider, "dbus: cannot read /etc/passwd: {err:#}");
+        Err(NsError::Path { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(provider = %upstream.provider, "dbus: provider has no /etc/passwd");
             String::new()
         }
+        Err(err) => {
+            return Err(LinkError::Refused(format!(
+                "dbus: cannot read the provider's /etc/passwd to resolve role '{role}': {err}"
+            )))
+        }
     };
-    passwd::lookup(role, &text).unwrap_or_else(|| {
+    Ok(passwd::lookup(role, &text).unwrap_or_else(|| {
         tracing::info!(
             role,
             "dbus: role not found in provider, using nobody (65534)"
         );
         passwd::NOBODY
-    })
+    }))
 }
 
 /// The provider's `/etc/passwd`, read inside its root (symlinks cannot
 /// leave it; provider_pid 0 is the host).
-async fn provider_passwd(upstream: &Upstream) -> anyhow::Result<String> {
+async fn provider_passwd(upstream: &Upstream) -> Result<String, NsError> {
     let bytes = crate::ns::read_provider_file(
         upstream.provider_pid,
         std::path::Path::new("/etc/passwd"),
