@@ -40,26 +40,30 @@ pub struct Step {
 impl Step {
     pub fn start(what: impl Into<String>) -> Self {
         let what = what.into();
-        eprintln!("[harness] {what} ...");
+        note(format!("{what} ..."));
         Step {
             what,
             start: Instant::now(),
         }
     }
 
-    pub fn done(self, note: &str) {
-        let sep = if note.is_empty() { "" } else { ", " };
-        eprintln!(
-            "[harness] {}: done in {:.1} s{sep}{note}",
+    pub fn done(self, detail: &str) {
+        let sep = if detail.is_empty() { "" } else { ", " };
+        note(format!(
+            "{}: done in {:.1} s{sep}{detail}",
             self.what,
             self.start.elapsed().as_secs_f64()
-        );
+        ));
     }
 }
 
 /// A one-off progress line.
+/// Written to the process's stderr directly, not through `eprintln!`, so
+/// libtest's capture does not hide it: progress and "not checked here"
+/// lines must show in a plain `cargo test` run.
 pub fn note(msg: impl AsRef<str>) {
-    eprintln!("[harness] {}", msg.as_ref());
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "[harness] {}", msg.as_ref());
 }
 
 /// Runs a command; on failure the error carries its stderr tail.

@@ -39,7 +39,7 @@ fn container_has_devices_exports_and_is_removed_after_panic() {
     assert!(dri.contains("/dev/dri/card0 e2:0"), "{dri}");
     assert!(dri.contains("/dev/dri/renderD128 e2:80"), "{dri}");
     if !ae.host_drm {
-        println!("host has no /dev/dri: checked the placeholder nodes only");
+        harness::util::note("host has no /dev/dri: checked the placeholder nodes only");
     }
     // Loop devices for squashfs and the capabilities LXC needs.
     ae.sh("test -c /dev/loop-control && test -b /dev/loop0")
