@@ -297,7 +297,26 @@ pub fn build_exports(examples: &[Example]) -> Result<Vec<Built>> {
 }
 
 /// Builds one export (or reuses the cached one for identical inputs).
+///
+/// `HARNESS_PVREXPORTS=<dir>` takes `<dir>/<name>.pvrexport.tgz` instead:
+/// the meta-layer's output (`DEPLOY_DIR_IMAGE`), so the same tests run
+/// against the containers bitbake built.
 pub fn build_export(ex: &Example) -> Result<Built> {
+    if let Some(dir) = std::env::var_os("HARNESS_PVREXPORTS") {
+        let path = PathBuf::from(dir).join(format!("{}.pvrexport.tgz", ex.name));
+        if !path.is_file() {
+            bail!(
+                "HARNESS_PVREXPORTS is set but {path:?} does not exist \
+                 (build it with `kas build ... --target {}`)",
+                ex.name
+            );
+        }
+        util::note(format!("using {} from {path:?}", ex.name));
+        return Ok(Built {
+            name: ex.name.clone(),
+            path,
+        });
+    }
     let key = input_hash(ex)?;
     let dir = util::cache_dir().join("exports");
     std::fs::create_dir_all(&dir)?;
