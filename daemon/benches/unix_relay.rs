@@ -7,7 +7,8 @@
 //!
 //! Prints: throughput of 64 KiB writes, 1-byte round-trip p50/p99, new
 //! connections per second (connect, 1-byte echo, close), the daemon's idle
-//! RSS and its RSS with 100 links, and the daemon binary's size.
+//! RSS and its RSS with 100 links, and the daemon binary's size. Traffic
+//! figures are medians of alternating direct/relay rounds.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -19,6 +20,12 @@ const CHUNK: usize = 64 * 1024;
 const TOTAL: usize = 1 << 30;
 const RTT_ITERS: usize = 20_000;
 const CONNS: usize = 5_000;
+const ROUNDS: usize = 5;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -37,12 +44,32 @@ fn main() {
     std::fs::write(&graph, graph_json(me, &[(&target, &provider)])).unwrap();
     assert!(wait_for(&target, Duration::from_secs(10)), "link injected");
 
-    let direct_tp = throughput(&provider);
-    let relay_tp = throughput(&target);
-    let (d50, d99) = rtt(&provider);
-    let (r50, r99) = rtt(&target);
-    let direct_cps = conns_per_sec(&provider);
-    let relay_cps = conns_per_sec(&target);
+    // On a 2-core machine client, relay and server compete for CPU and one
+    // run can differ from the next by 2x: alternate direct and relay rounds
+    // and report medians, with the spread.
+    let (mut dt, mut rt, mut dcps, mut rcps) = (vec![], vec![], vec![], vec![]);
+    let (mut d50s, mut d99s, mut r50s, mut r99s) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        dt.push(throughput(&provider));
+        rt.push(throughput(&target));
+        let (a, b) = rtt(&provider);
+        d50s.push(a);
+        d99s.push(b);
+        let (a, b) = rtt(&target);
+        r50s.push(a);
+        r99s.push(b);
+        dcps.push(conns_per_sec(&provider));
+        rcps.push(conns_per_sec(&target));
+    }
+    let ratios: Vec<f64> = rt.iter().zip(&dt).map(|(r, d)| r / d).collect();
+    let (direct_tp, relay_tp) = (median(&mut dt), median(&mut rt));
+    let (d50, d99, r50, r99) = (
+        median(&mut d50s),
+        median(&mut d99s),
+        median(&mut r50s),
+        median(&mut r99s),
+    );
+    let (direct_cps, relay_cps) = (median(&mut dcps), median(&mut rcps));
 
     // 100 links.
     let targets: Vec<PathBuf> = (0..100)
@@ -60,10 +87,13 @@ fn main() {
         .unwrap_or(0);
     daemon.stop();
 
-    println!("unix relay benchmark (daemon binary, same run, same machine)");
     println!(
-        "throughput 64 KiB writes: direct {direct_tp:.0} MiB/s, relay {relay_tp:.0} MiB/s ({:.2}x)",
-        relay_tp / direct_tp
+        "unix relay benchmark (daemon binary, same run, same machine; medians of {ROUNDS} alternating rounds)"
+    );
+    println!(
+        "throughput 64 KiB writes: direct {direct_tp:.0} MiB/s, relay {relay_tp:.0} MiB/s ({:.2}x; per-round ratios {})",
+        relay_tp / direct_tp,
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ")
     );
     println!(
         "1-byte RTT: direct p50 {d50:.1} us p99 {d99:.1} us; relay p50 {r50:.1} us p99 {r99:.1} us ({:.2}x p50)",
