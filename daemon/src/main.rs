@@ -107,14 +107,32 @@ fn run_status(cli: &Cli) -> ExitCode {
 /// Logs go to stdout, which Pantavisor captures into pantavisor.log: one
 /// line per event (Rust's stdout is line-buffered, so every event is
 /// flushed as it happens), no colours unless a terminal is watching.
+///
+/// `RUST_LOG` takes `level` and `target=level` directives separated by
+/// commas (e.g. `info,pv_xconnect::link=debug`); span and field filters
+/// are not supported, which keeps a regex engine out of the binary.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => match v.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (default(), Some(format!("ignoring RUST_LOG={v:?}: {e}"))),
+        },
+        _ => (default(), None),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stdout)
+                .with_ansi(std::io::stdout().is_terminal()),
+        )
+        .with(filter)
         .init();
+    if let Some(msg) = bad {
+        tracing::warn!("{msg}");
+    }
 }
 
 fn run_daemon(cli: Cli) -> ExitCode {
