@@ -48,7 +48,17 @@ pub enum NsError {
     Refused(String),
 }
 
+/// The operation named in errors of the final openat2 inside a root.
+const RESOLVE_IN_ROOT_OP: &str = "resolve in provider root";
+
 impl NsError {
+    /// The file itself does not exist inside a root that does: not a
+    /// vanished process, a permission problem or a race.
+    pub fn is_absent_in_root(&self) -> bool {
+        matches!(self, NsError::Path { op, source, .. }
+            if *op == RESOLVE_IN_ROOT_OP && source.kind() == std::io::ErrorKind::NotFound)
+    }
+
     fn path<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NsError + 'a {
         move |source| NsError::Path {
             op,
@@ -386,7 +396,7 @@ fn open_in_root(pid: i32, path: &Path, flags: OFlag) -> Result<OwnedFd, NsError>
     loop {
         match openat2(root.as_fd(), path, how) {
             Err(nix::errno::Errno::EAGAIN) if tries < 16 => tries += 1,
-            r => return r.map_err(NsError::nix("resolve in provider root", path)),
+            r => return r.map_err(NsError::nix(RESOLVE_IN_ROOT_OP, path)),
         }
     }
 }

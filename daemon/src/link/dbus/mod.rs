@@ -114,7 +114,7 @@ impl Config {
 async fn resolve_role(role: &str, upstream: &Upstream) -> Result<(u32, u32), LinkError> {
     let text = match provider_passwd(upstream).await {
         Ok(t) => t,
-        Err(NsError::Path { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_absent_in_root() => {
             tracing::warn!(provider = %upstream.provider, "dbus: provider has no /etc/passwd");
             String::new()
         }
@@ -440,5 +440,39 @@ impl Link<'_> {
             .then(|| wire::first_string_arg(msg, h))
             .flatten();
         st.observe_incoming(h, arg0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(pid: i32) -> Upstream {
+        Upstream {
+            provider: "bus".into(),
+            provider_pid: pid,
+            socket: "/run/dbus/system_bus_socket".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolve_in_the_providers_passwd() {
+        // pid 0: the host's root, whose passwd has root.
+        assert_eq!(resolve_role("root", &upstream(0)).await.unwrap(), (0, 0));
+        assert_eq!(
+            resolve_role("no-such-user-here", &upstream(0))
+                .await
+                .unwrap(),
+            passwd::NOBODY
+        );
+    }
+
+    #[tokio::test]
+    async fn a_provider_whose_passwd_cannot_be_read_fails_the_link() {
+        // A vanished provider must not turn a root client into nobody for
+        // the link's lifetime: the error makes reconcile retry.
+        let gone = upstream(i32::MAX);
+        let err = resolve_role("root", &gone).await.unwrap_err();
+        assert!(err.to_string().contains("/etc/passwd"), "{err}");
     }
 }
