@@ -79,18 +79,42 @@ fn up(link_timeout: Duration) -> Result<()> {
     let graph = ae.graph()?;
     let step = util::Step::start(format!("waiting for {} links", graph.len()));
     let mut rows = Vec::new();
+    let mut marks = Vec::new();
     for link in &graph {
         let consumer = link["consumer"].as_str().unwrap_or("?").to_string();
         let name = link["name"].as_str().unwrap_or("?").to_string();
         let injected = ae.wait_link(&consumer, &name, link_timeout).is_ok();
-        let last = last_result(&ae.console_log(&consumer));
+        marks.push(ae.console_log(&consumer).len());
         rows.push([
             consumer,
             name,
             link["type"].as_str().unwrap_or("?").to_string(),
             if injected { "yes" } else { "NO" }.to_string(),
-            last,
+            String::new(),
         ]);
+    }
+    step.done("");
+    // Clients start with their containers, before their links exist, and
+    // retry every 5 s: show the first result each one reports after its
+    // link was injected, not its start-up failure.
+    let step = util::Step::start("waiting for each client's next result");
+    let deadline = std::time::Instant::now() + CLIENT_RESULT_WAIT;
+    loop {
+        let mut all_fresh = true;
+        for (row, mark) in rows.iter_mut().zip(&marks) {
+            let log = ae.console_log(&row[0]);
+            match fresh_result(&log, *mark) {
+                Some(r) => row[4] = r,
+                None => {
+                    all_fresh = false;
+                    row[4] = last_result(&log);
+                }
+            }
+        }
+        if all_fresh || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
     step.done("");
     if rows.iter().any(|r| r[3] == "NO") {
@@ -128,12 +152,38 @@ fn up(link_timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// The last line of a client's console that reports a result.
-fn last_result(log: &str) -> String {
-    let keys = ["RESULT", "OK", "FAIL", "REFUSED", "ERROR", "error", "uid="];
+/// Long enough for every example client's 5 s retry loop to come round.
+const CLIENT_RESULT_WAIT: Duration = Duration::from_secs(15);
+
+/// The last result line written after byte `mark` of a console log (a
+/// restarted container may have truncated it: then the whole log counts).
+/// A one-shot client's `RESULT` line is final, however old.
+fn fresh_result(log: &str, mark: usize) -> Option<String> {
+    let fresh = log.get(mark..).unwrap_or(log);
+    let final_verdict = result_line(log).is_some_and(|l| l.contains("RESULT"));
+    (result_line(fresh).is_some() || final_verdict).then(|| last_result(log))
+}
+
+fn result_line(log: &str) -> Option<&str> {
+    let keys = [
+        "RESULT",
+        "OK",
+        "FAIL",
+        "REFUSED",
+        "ERROR",
+        "error",
+        "uid=",
+        "MISSING",
+        "UNAVAILABLE",
+    ];
     log.lines()
         .rev()
         .find(|l| keys.iter().any(|k| l.contains(k)))
+}
+
+/// The last line of a client's console that reports a result.
+fn last_result(log: &str) -> String {
+    result_line(log)
         .or_else(|| log.lines().rev().find(|l| !l.trim().is_empty()))
         .unwrap_or("(no output)")
         .trim()
