@@ -76,14 +76,12 @@ pub struct ExecOutput {
 pub struct BootOptions {
     /// Short name used in the container name (`pvx-<group>-<pid>-<n>`).
     pub group: String,
-    /// Examples to install; empty = every example that is built.
+    /// Examples to install; empty = every example.
     pub examples: Vec<String>,
     /// Extra pvrexport files to install (e.g. deliberately broken ones).
     pub extra_exports: Vec<PathBuf>,
     /// Wait for `pantavisor.status` READY (off for bad-input tests).
     pub wait_ready: bool,
-    /// Fail when one of `examples` is not built (instead of skipping it).
-    pub require_all: bool,
     /// Fixed container name, kept after this process (`harness up`).
     pub persistent_name: Option<String>,
 }
@@ -131,16 +129,6 @@ impl Appengine {
         };
         let built: Vec<Built> = examples::build_exports(&chosen)?;
         drop(build_lock);
-        if opts.require_all {
-            let missing: Vec<_> = chosen
-                .iter()
-                .filter(|e| !built.iter().any(|b| b.name == e.name))
-                .map(|e| e.name.clone())
-                .collect();
-            if !missing.is_empty() {
-                bail!("examples not built yet: {missing:?}");
-            }
-        }
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let name = opts.persistent_name.clone().unwrap_or_else(|| {
             format!(

@@ -16,7 +16,7 @@
 //!   minbase rootfs with these packages as the base instead of an empty
 //!   tree (e.g. `dbus` for a dbus-daemon).
 //!
-//! An example whose binary was not built is skipped with a printed line.
+//! An example whose binary was not built is an error, never a skip.
 //! Exports are cached under `.harness-cache/exports/` by a hash of all
 //! their inputs.
 
@@ -218,50 +218,6 @@ pub fn discover() -> Result<Vec<Example>> {
     Ok(found)
 }
 
-/// Examples of `names` whose program has no source in the workspace
-/// (`examples-containers/src/bin/<binary>.rs`), i.e. not written yet.
-pub fn absent_programs(names: &[&str]) -> Vec<String> {
-    let root = util::workspace_root().join("examples-containers");
-    names
-        .iter()
-        .filter(|n| {
-            let binary = Example::load(&root.join(n))
-                .map(|e| e.binary().to_string())
-                .unwrap_or_else(|_| n.to_string());
-            !root.join("src/bin").join(format!("{binary}.rs")).is_file()
-        })
-        .map(|n| n.to_string())
-        .collect()
-}
-
-/// Drops (with a printed line) examples whose required services no other
-/// example in the set exports — Pantavisor would refuse the whole state —
-/// until the set is consistent.
-pub fn prune_unsatisfied(mut set: Vec<Example>) -> Vec<Example> {
-    loop {
-        let exported: BTreeSet<String> = set.iter().flat_map(|e| e.exports()).collect();
-        let (keep, drop): (Vec<_>, Vec<_>) = set
-            .into_iter()
-            .partition(|e| e.required().iter().all(|r| exported.contains(r)));
-        for e in &drop {
-            let missing: Vec<_> = e
-                .required()
-                .into_iter()
-                .filter(|r| !exported.contains(r))
-                .collect();
-            util::note(format!(
-                "skipping {}: nobody built exports {}",
-                e.name,
-                missing.join(", ")
-            ));
-        }
-        set = keep;
-        if drop.is_empty() {
-            return set;
-        }
-    }
-}
-
 /// A built export.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -269,31 +225,28 @@ pub struct Built {
     pub path: PathBuf,
 }
 
-/// Builds the exports of `examples` whose binaries exist; prints a line
-/// for each one skipped.
+/// Builds the exports of `examples`. Every example's program is part of
+/// the static build, so one that is missing is an error, never a skip.
 pub fn build_exports(examples: &[Example]) -> Result<Vec<Built>> {
-    let mut out = Vec::new();
-    let mut ready = Vec::new();
-    for ex in examples {
-        let missing: Vec<String> = ex
-            .needed_binaries()
-            .into_iter()
-            .filter(|b| binaries::find(b).is_none())
-            .collect();
-        if !missing.is_empty() {
-            util::note(format!(
-                "skipping {}: binary {} not built yet",
-                ex.name,
-                missing.join(", ")
-            ));
-            continue;
-        }
-        ready.push(ex.clone());
-    }
-    for ex in prune_unsatisfied(ready) {
-        out.push(build_export(&ex)?);
-    }
-    Ok(out)
+    examples
+        .iter()
+        .map(|ex| {
+            let missing: Vec<String> = ex
+                .needed_binaries()
+                .into_iter()
+                .filter(|b| binaries::find(b).is_none())
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "{}: static binary {} missing from {:?}",
+                    ex.name,
+                    missing.join(", "),
+                    binaries::dir()
+                );
+            }
+            build_export(ex)
+        })
+        .collect()
 }
 
 /// Builds one export (or reuses the cached one for identical inputs).

@@ -54,8 +54,6 @@ impl Group {
                 group: self.name.into(),
                 examples: self.examples.iter().map(|s| s.to_string()).collect(),
                 wait_ready: true,
-                // A named set must be complete; "all" takes what is built.
-                require_all: !self.examples.is_empty(),
                 ..Default::default()
             })
             .map(Arc::new)

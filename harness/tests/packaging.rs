@@ -71,32 +71,3 @@ fn example_becomes_a_verifiable_pvrexport_with_a_runnable_rootfs() {
     let again = examples::build_export(&ex).expect("cached");
     assert_eq!(again.path, built.path);
 }
-
-#[test]
-fn consumers_of_unbuilt_providers_are_dropped_transitively() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mk = |name: &str, args: serde_json::Value, services: Option<serde_json::Value>| {
-        let d = tmp.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("args.json"), args.to_string()).unwrap();
-        if let Some(s) = services {
-            std::fs::write(d.join("services.json"), s.to_string()).unwrap();
-        }
-        Example::load(&d).unwrap()
-    };
-    let svc = |n: &str| Some(json!([{"name": n, "type": "unix", "socket": "/run/x"}]));
-    let req = |n: &str| json!({"PV_SERVICES_REQUIRED": [{"name": n}]});
-    // wayland-server needs drm-master, whose provider is absent; the
-    // wayland client then loses its provider too. The unix pair stays.
-    let set = vec![
-        mk("unix-server", json!({}), svc("raw-unix")),
-        mk("unix-client", req("raw-unix"), None),
-        mk("wayland-server", req("drm-master"), svc("wayland-0")),
-        mk("wayland-client", req("wayland-0"), None),
-    ];
-    let kept: Vec<String> = examples::prune_unsatisfied(set)
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
-    assert_eq!(kept, vec!["unix-server", "unix-client"]);
-}
