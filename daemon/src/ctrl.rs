@@ -64,7 +64,7 @@ pub enum FetchError {
 impl FetchError {
     /// The condition, without details that vary from poll to poll: a change
     /// of condition is logged, the same condition again is not.
-    pub fn condition(&self) -> String {
+    fn condition(&self) -> String {
         match self {
             Self::Missing(_) => "missing".into(),
             Self::Refused(_) => "refused".into(),

@@ -424,7 +424,7 @@ impl<B: Backend> Reconciler<B> {
     }
 
     /// Whether some link waits for a retry.
-    pub fn has_failed(&self) -> bool {
+    fn has_failed(&self) -> bool {
         self.links
             .values()
             .any(|e| matches!(e.slot, Slot::Failed(_)))
@@ -451,7 +451,7 @@ impl<B: Backend> Reconciler<B> {
     }
 
     /// Tear every link down (daemon shutdown).
-    pub async fn stop_all(&mut self) {
+    async fn stop_all(&mut self) {
         let links = std::mem::take(&mut self.links);
         for (_, entry) in links {
             if let Slot::Running(handle) = entry.slot {

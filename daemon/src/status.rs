@@ -49,7 +49,7 @@ pub struct LinkStatus {
 }
 
 impl LinkStatus {
-    pub fn from_entry(e: &StatusEntry) -> Self {
+    fn from_entry(e: &StatusEntry) -> Self {
         let load = |f: fn(&crate::link::LinkStats) -> &std::sync::atomic::AtomicU64| {
             e.stats
                 .as_ref()

@@ -1,4 +1,4 @@
-//! Waiting for a condition without a fixed sleep: [`assert_eventually!`]
+//! Waiting for a condition without a fixed sleep: [`assert_eventually!`](crate::assert_eventually)
 //! re-checks until it holds or the test's patience runs out.
 //!
 //! Patience defaults to [`DEFAULT_PATIENCE`]; a slow machine raises it with

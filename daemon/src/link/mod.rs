@@ -1,5 +1,8 @@
 //! One running link: the injected listener (or device node), its sessions,
-//! and its teardown. Per-type mediation lives in the submodules.
+//! and its teardown. Per-type mediation lives in the submodules: [`unix`]
+//! (byte relay with fds), [`rest`] (HTTP proxy stamping the identity),
+//! [`dbus`] (D-Bus proxy with role uid and filter), [`wayland`]
+//! (protocol-aware relay), [`drm`] (a device node, no listener).
 //!
 //! [`start`] sets a link up in order: its pids are checked
 //! ([`LinkPids::of`]), its [`Mediation`] is prepared once (per-type

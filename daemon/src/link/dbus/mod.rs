@@ -51,6 +51,15 @@
 //! Malformed SASL, oversized or corrupt messages, or a message announcing
 //! more fds than arrived with it close that connection only (logged).
 //! Unix fds travel with the message that carries them, both ways.
+//!
+//! # Layout
+//!
+//! - [`wire`]: message framing (prologue check, header fields).
+//! - [`sasl`]: the authentication exchange, rewritten line by line.
+//! - [`policy`]: the filter's rules and the pure [`policy::decide`].
+//! - [`passwd`]: role → uid, from the provider's `/etc/passwd`.
+//! - this module: [`Config`] (once per link) and [`serve`] (one consumer
+//!   connection: SASL, then a `Connection` pumping both directions).
 
 pub mod passwd;
 pub mod policy;

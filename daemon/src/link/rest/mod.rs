@@ -24,6 +24,9 @@
 //!
 //! Bytes relayed (bodies and upgraded streams) are counted in
 //! [`LinkStats::bytes_relayed`](super::LinkStats).
+//!
+//! [`headers`] holds the identity headers and their rules; this module the
+//! proxy around them.
 
 pub mod headers;
 
@@ -69,10 +72,6 @@ impl Config {
         let identity = Identity::new(&spec.consumer, &spec.role)
             .with_context(|| format!("rest link {}/{}", spec.consumer, spec.name))?;
         Ok(Self { identity })
-    }
-
-    pub fn identity(&self) -> &Identity {
-        &self.identity
     }
 }
 
