@@ -407,16 +407,11 @@ async fn fd_exhaustion_backs_off_and_recovers() {
     assert!(d.logs().contains("out of resources"), "logs:\n{}", d.logs());
 
     drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut ok = false;
-    for _ in 0..20 {
-        if echo_ok(&c.path(TARGET)).await {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "link recovers once fds are free; logs:\n{}", d.logs());
+    pv_testkit::assert_eventually!(
+        echo_ok(&c.path(TARGET)).await,
+        "link recovers once fds are free; logs:\n{}",
+        d.logs()
+    );
 }
 
 /// A REST provider answering every request with the identity headers it

@@ -732,14 +732,11 @@ async fn half_closed_clients_get_full_answers_and_fds_return_to_baseline() {
     }
     assert_eq!(s.proxy.accepted(), 101);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut now = fd_count();
-    while now > baseline && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        now = fd_count();
-    }
-    println!("fds: baseline {baseline}, after 100 half-closed requests {now}");
-    assert!(now <= baseline, "fd leak: baseline {baseline}, now {now}");
+    pv_testkit::assert_eventually!(
+        fd_count() <= baseline,
+        "fd leak after 100 half-closed requests: baseline {baseline}, now {}",
+        fd_count()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

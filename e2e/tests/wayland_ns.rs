@@ -60,14 +60,14 @@ async fn client_in_consumer_draws_on_compositor_in_provider() {
         .find_map(|l| l.strip_prefix("wayland OK frame="))
         .expect("client printed its frame")
         .to_owned();
-    let mut log = String::new();
-    for _ in 0..100 {
-        log = std::fs::read_to_string(p.path("/tmp/compositor.log")).unwrap_or_default();
-        if log.contains("commit buffer") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let compositor_log =
+        || std::fs::read_to_string(p.path("/tmp/compositor.log")).unwrap_or_default();
+    pv_testkit::assert_eventually!(
+        compositor_log().contains("commit buffer"),
+        "the compositor never committed a buffer:\n{}",
+        compositor_log()
+    );
+    let log = compositor_log();
     assert!(
         log.contains(&format!("checksum={sum}")),
         "compositor saw other pixels than {sum}:\n{log}"
