@@ -36,6 +36,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -59,19 +60,47 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Read/write buffer cap per side of a connection.
 pub const MAX_BUF: usize = 128 * 1024;
 
+/// Default for [`Options::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Options::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Daemon-wide settings of rest links (command-line flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// How long a request head may take from its first byte to its end.
+    pub header_timeout: Duration,
+    /// How long a connection may sit with no request in progress and no
+    /// byte arriving before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// Per-link configuration, computed once when the link starts.
 #[derive(Debug, Clone)]
 pub struct Config {
     identity: Identity,
+    options: Options,
 }
 
 impl Config {
     /// Header values: `X-PV-Client` = consumer name, `X-PV-Role` = role
     /// (`any` when empty).
-    pub fn prepare(spec: &LinkSpec) -> anyhow::Result<Self> {
+    pub fn prepare(spec: &LinkSpec, options: &Options) -> anyhow::Result<Self> {
         let identity = Identity::new(&spec.consumer, &spec.role)
             .with_context(|| format!("rest link {}/{}", spec.consumer, spec.name))?;
-        Ok(Self { identity })
+        Ok(Self {
+            identity,
+            options: *options,
+        })
     }
 }
 
