@@ -412,8 +412,13 @@ impl Filter {
                     },
                 };
                 match verdict {
-                    Ok(expect) => {
+                    Ok(mut expect) => {
+                        // Only the first Hello's reply names the consumer
+                        // (the bus refuses any later one anyway).
                         let hello = expect == Expect::Hello && !self.hello_seen;
+                        if expect == Expect::Hello && !hello {
+                            expect = Expect::Normal;
+                        }
                         if h.expects_reply() {
                             self.expected.insert(h.serial, expect);
                         }
