@@ -40,7 +40,7 @@
 //! | bus `Introspectable.Introspect`                         | forward | same |
 //! | reply to a call the consumer received                   | forward | same |
 //! | any other reply                                         | dropped | same |
-//! | serial above [`MAX_CLIENT_SERIAL`] (kept for the proxy's own calls) | disconnect | same |
+//! | serial above [`MAX_CLIENT_SERIAL`] (kept for the proxy's own calls) | disconnect | 0.1.7 the same; Debian's 0.1.4 forwards (it checks increasing serials instead) |
 //! | call expecting a reply whose serial is still outstanding | disconnect | Debian's 0.1.4 disconnects on any non-increasing serial; 0.1.7 overwrites the expectation |
 //! | more than [`MAX_TRACKED`] calls outstanding             | disconnect | no bound |
 //!
@@ -63,6 +63,10 @@
 //! | `NameOwnerChanged` about a hidden name               | dropped | same |
 //! | broadcast signal from a sender without `Talk`        | dropped | same |
 //! | call or unicast signal to the consumer               | forward; the sender becomes `See` | same |
+//!
+//! Every row is a unit test (`policy/tests.rs`); the rows a client can
+//! observe are also run side by side with Debian's xdg-dbus-proxy 0.1.4 on
+//! one dbus-daemon (`e2e/tests/dbus_parity.rs`).
 //!
 //! Differences from xdg-dbus-proxy, and why: hidden names answer
 //! `NameHasNoOwner` for the `GetConnection*` family, as the bus does for an
