@@ -262,7 +262,7 @@ pub mod raw {
     }
 
     fn pad(m: &mut Vec<u8>, a: usize) {
-        while m.len() % a != 0 {
+        while !m.len().is_multiple_of(a) {
             m.push(0);
         }
     }

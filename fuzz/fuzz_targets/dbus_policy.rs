@@ -163,7 +163,7 @@ fn header(kind: MessageType, sender: &str, dest: Option<&str>, serial: u32) -> H
 fn strings_body(items: &[&str]) -> Vec<u8> {
     let mut b = Vec::new();
     for s in items {
-        while b.len() % 4 != 0 {
+        while !b.len().is_multiple_of(4) {
             b.push(0);
         }
         b.extend_from_slice(&(s.len() as u32).to_le_bytes());

@@ -75,10 +75,12 @@ fn valid_line(line: &[u8]) -> Result<&str, SaslError> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The server states of the specification (WaitingForAuth, WaitingForData,
+/// WaitingForBegin).
 enum State {
-    WaitingForAuth,
-    WaitingForData,
-    WaitingForBegin,
+    Auth,
+    Data,
+    Begin,
 }
 
 /// What to do after one consumer line.
@@ -102,7 +104,7 @@ impl Server {
     /// `guid`: the server GUID the proxy announces (32 hex digits).
     pub fn new(guid: &str) -> Self {
         Self {
-            state: State::WaitingForAuth,
+            state: State::Auth,
             unix_fd: false,
             guid: guid.to_owned(),
         }
@@ -122,24 +124,19 @@ impl Server {
         let rejected = || Step::Reply(b"REJECTED EXTERNAL\r\n".to_vec());
         let error = |why: &str| Step::Reply(format!("ERROR \"{why}\"\r\n").into_bytes());
         let (next, step) = match (self.state, cmd) {
-            (State::WaitingForAuth, "AUTH") => match (words.next(), words.next()) {
-                (Some("EXTERNAL"), Some(_)) => (State::WaitingForBegin, ok()),
-                (Some("EXTERNAL"), None) => {
-                    (State::WaitingForData, Step::Reply(b"DATA\r\n".to_vec()))
-                }
-                _ => (State::WaitingForAuth, rejected()),
+            (State::Auth, "AUTH") => match (words.next(), words.next()) {
+                (Some("EXTERNAL"), Some(_)) => (State::Begin, ok()),
+                (Some("EXTERNAL"), None) => (State::Data, Step::Reply(b"DATA\r\n".to_vec())),
+                _ => (State::Auth, rejected()),
             },
-            (State::WaitingForData, "DATA") => (State::WaitingForBegin, ok()),
-            (State::WaitingForBegin, "BEGIN") => return Ok(Step::Begin),
+            (State::Data, "DATA") => (State::Begin, ok()),
+            (State::Begin, "BEGIN") => return Ok(Step::Begin),
             (_, "BEGIN") => return Err(SaslError::EarlyBegin),
-            (State::WaitingForBegin, "NEGOTIATE_UNIX_FD") => {
+            (State::Begin, "NEGOTIATE_UNIX_FD") => {
                 self.unix_fd = true;
-                (
-                    State::WaitingForBegin,
-                    Step::Reply(b"AGREE_UNIX_FD\r\n".to_vec()),
-                )
+                (State::Begin, Step::Reply(b"AGREE_UNIX_FD\r\n".to_vec()))
             }
-            (_, "CANCEL" | "ERROR") => (State::WaitingForAuth, rejected()),
+            (_, "CANCEL" | "ERROR") => (State::Auth, rejected()),
             (state, "AUTH" | "DATA" | "NEGOTIATE_UNIX_FD") => {
                 (state, error("command out of place"))
             }
