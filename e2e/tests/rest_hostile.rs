@@ -3,7 +3,9 @@
 //! `Connection`, offering cleartext HTTP/2, trickling a head byte by byte;
 //! the provider (the example REST server, whose `/headers` echoes what it
 //! received) says what got through. WebSocket goes through with Python's
-//! `websockets` on both ends.
+//! `websockets` on both ends. Pipelined requests, duplicate headers and
+//! request smuggling (CL.TE, TE.CL, obfuscated codings, identity trailers)
+//! go to a provider that records the bytes it got ([`RawProvider`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -380,4 +382,421 @@ async fn a_slowloris_client_is_closed_by_the_header_timeout() {
         "closed after {idle:?} idle; idle timeout 3 s (first wait {:?})",
         idle_from.elapsed()
     );
+}
+
+/// What a provider that records every byte it gets parsed out of them.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    /// Lower-cased names, in arrival order.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Chunked trailers, as header lines.
+    trailers: Vec<String>,
+}
+
+/// A provider written on the socket, with a strict RFC 9112 reader: it
+/// refuses a head carrying both `Transfer-Encoding` and `Content-Length`
+/// (which a lenient server would frame differently from the proxy), and
+/// answers each request with `seen <path>`. What it got is what the tests
+/// assert on: bytes, not what a library made of them.
+struct RawProvider {
+    path: std::path::PathBuf,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawProvider {
+    fn start(dir: &Path) -> Self {
+        let path = dir.join("raw-provider.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind raw provider");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, e) = (seen.clone(), errors.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(Self::connection(conn, s.clone(), e.clone()));
+            }
+        });
+        Self {
+            path,
+            seen,
+            errors,
+            task,
+        }
+    }
+
+    async fn connection(
+        mut conn: UnixStream,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+        errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        let mut buf = Vec::new();
+        loop {
+            match parse_request(&buf) {
+                Err(e) => {
+                    errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("{e} in {:?}", String::from_utf8_lossy(&buf)));
+                    return;
+                }
+                Ok(Some((req, used))) => {
+                    buf.drain(..used);
+                    let body = format!("seen {}", req.path);
+                    seen.lock().unwrap().push(req);
+                    let res = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(res.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let mut b = [0u8; 4096];
+                    match conn.read(&mut b).await {
+                        Ok(0) | Err(_) => {
+                            if !buf.is_empty() {
+                                errors.lock().unwrap().push(format!(
+                                    "closed inside a request: {:?}",
+                                    String::from_utf8_lossy(&buf)
+                                ));
+                            }
+                            return;
+                        }
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+            }
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RawProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One request off the front of `buf`: `None` until it is complete.
+fn parse_request(buf: &[u8]) -> Result<Option<(Seen, usize)>, String> {
+    let mut hs = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut hs);
+    let mut pos = match req.parse(buf).map_err(|e| format!("head: {e}"))? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let values = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let (te, cl) = (values("transfer-encoding"), values("content-length"));
+    if !te.is_empty() && !cl.is_empty() {
+        return Err("Transfer-Encoding and Content-Length in one head".into());
+    }
+    if cl.len() > 1 {
+        return Err(format!("{} Content-Length headers", cl.len()));
+    }
+    let mut seen = Seen {
+        path: req.path.unwrap_or_default().to_string(),
+        headers: headers.clone(),
+        body: Vec::new(),
+        trailers: Vec::new(),
+    };
+    if !te.is_empty() {
+        if te != ["chunked"] {
+            return Err(format!("Transfer-Encoding {te:?}"));
+        }
+        loop {
+            let Some(eol) = find(&buf[pos..], b"\r\n") else {
+                return Ok(None);
+            };
+            let line = String::from_utf8_lossy(&buf[pos..pos + eol]);
+            let size = line.split(';').next().unwrap_or_default();
+            let size =
+                usize::from_str_radix(size, 16).map_err(|e| format!("chunk size {line:?}: {e}"))?;
+            pos += eol + 2;
+            if size == 0 {
+                loop {
+                    let Some(eol) = find(&buf[pos..], b"\r\n") else {
+                        return Ok(None);
+                    };
+                    let line = String::from_utf8_lossy(&buf[pos..pos + eol]).into_owned();
+                    pos += eol + 2;
+                    if line.is_empty() {
+                        return Ok(Some((seen, pos)));
+                    }
+                    seen.trailers.push(line);
+                }
+            }
+            if buf.len() < pos + size + 2 {
+                return Ok(None);
+            }
+            seen.body.extend_from_slice(&buf[pos..pos + size]);
+            if &buf[pos + size..pos + size + 2] != b"\r\n" {
+                return Err("chunk not followed by CRLF".into());
+            }
+            pos += size + 2;
+        }
+    }
+    if let Some(cl) = cl.first() {
+        let n: usize = cl
+            .parse()
+            .map_err(|e| format!("Content-Length {cl:?}: {e}"))?;
+        if buf.len() < pos + n {
+            return Ok(None);
+        }
+        seen.body = buf[pos..pos + n].to_vec();
+        pos += n;
+    }
+    Ok(Some((seen, pos)))
+}
+
+/// Send `bytes`, half-close, and read everything the proxy answers.
+async fn exchange(socket: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    s.shutdown().await.expect("half-close");
+    let mut out = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut out))
+        .await
+        .expect("proxy did not finish in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn want_identity(role: &str) -> Vec<(String, String)> {
+    vec![
+        ("x-pv-client".to_string(), CONSUMER.to_string()),
+        ("x-pv-role".to_string(), role.to_string()),
+    ]
+}
+
+/// Every request the provider got carries the link's identity once, and
+/// nothing a framework could read as another identity, in head or
+/// trailers.
+fn assert_identity(seen: &[Seen], role: &str) {
+    for s in seen {
+        let mut id = identity_like(&s.headers);
+        id.sort();
+        assert_eq!(id, want_identity(role), "{s:?}");
+        for t in &s.trailers {
+            let name = t.split(':').next().unwrap_or_default().to_ascii_lowercase();
+            assert!(
+                identity_like(&[(name, String::new())]).is_empty(),
+                "trailer {t:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_each_get_the_links_identity_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = RawProvider::start(dir.path());
+    let proxy = rest::proxy(dir.path(), &provider.path, CONSUMER, "viewer").await;
+    // Three requests in one write, each spoofing differently, the second
+    // with a body that looks like a head.
+    let out = exchange(
+        &proxy.path,
+        b"GET /one HTTP/1.1\r\nHost: a\r\nX-PV-Role: admin\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 37\r\nX_PV_Client: root\r\n\r\n\
+          GET /x HTTP/1.1\r\nX-PV-Role: admin\r\n\r\n\
+          GET /three HTTP/1.1\r\nHost: a\r\nx-pv_role: admin\r\nx-pv-role: root\r\n\r\n",
+    )
+    .await;
+    let bodies: Vec<&str> = out.matches("seen /").collect();
+    assert_eq!(bodies.len(), 3, "{out}");
+    let order: Vec<usize> = ["seen /one", "seen /two", "seen /three"]
+        .iter()
+        .map(|b| out.find(b).unwrap_or_else(|| panic!("{b} missing: {out}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order: {out}");
+    let seen = provider.seen();
+    assert_eq!(
+        seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(),
+        ["/one", "/two", "/three"]
+    );
+    assert_eq!(seen[1].body, b"GET /x HTTP/1.1\r\nX-PV-Role: admin\r\n\r\n");
+    assert_identity(&seen, "viewer");
+    assert!(provider.errors().is_empty(), "{:?}", provider.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_headers_never_add_an_identity_or_a_second_framing() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = RawProvider::start(dir.path());
+    let proxy = rest::proxy(dir.path(), &provider.path, CONSUMER, "viewer").await;
+    let out = exchange(
+        &proxy.path,
+        b"POST /dup HTTP/1.1\r\nHost: a\r\nX-PV-Role: admin\r\nX-PV-Role: root\r\nx-pv-role: a, b\r\n\
+          X-PV-Client: a\r\nX-PV-Client: b\r\nX_PV_CLIENT: c\r\n\
+          Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .await;
+    assert!(out.contains("seen /dup"), "{out}");
+    let seen = provider.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, b"abc");
+    assert_identity(&seen, "viewer");
+
+    // Disagreeing lengths: refused before the provider sees anything.
+    for bad in [
+        &b"Content-Length: 3\r\nContent-Length: 4\r\n"[..],
+        b"Content-Length: 3, 4\r\n",
+        b"Content-Length: +3\r\n",
+        b"Content-Length: -3\r\n",
+        b"Content-Length: 0x3\r\n",
+    ] {
+        let mut req = b"POST /bad HTTP/1.1\r\nHost: a\r\n".to_vec();
+        req.extend_from_slice(bad);
+        req.extend_from_slice(b"\r\nabcd");
+        let out = exchange(&proxy.path, &req).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{}: {out}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    assert_eq!(provider.seen().len(), 1);
+    assert!(provider.errors().is_empty(), "{:?}", provider.errors());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_with_content_length_and_transfer_encoding_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = RawProvider::start(dir.path());
+    let proxy = rest::proxy(dir.path(), &provider.path, CONSUMER, "viewer").await;
+    // Each attack is followed by a request a desynchronised provider would
+    // take as a new one, spoofing the role.
+    const NEXT: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: a\r\nX-PV-Role: admin\r\n\r\n";
+    // (attack, status of the first answer, requests the provider gets)
+    let attacks: &[(&[u8], &str, &[&str])] = &[
+        // CL.TE: a CL-first provider would read "0\r\n\r\n" as the body.
+        // The proxy goes by Transfer-Encoding, forwards no Content-Length
+        // and closes the connection after answering (RFC 9112 §6.3).
+        (
+            b"POST /clte HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "200",
+            &["/clte"],
+        ),
+        // TE.CL: a CL-first provider would read "32\r\n" and then a request.
+        (
+            b"POST /tecl HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n\
+              32\r\nGET /inner HTTP/1.1\r\nHost: a\r\nX-PV-Role: admin\r\n\r\n\r\n0\r\n\r\n",
+            "200",
+            &["/tecl"],
+        ),
+        // Obfuscated codings: none is "chunked", so none frames the body.
+        (
+            b"POST /te1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "400",
+            &[],
+        ),
+        (
+            b"POST /te2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "400",
+            &[],
+        ),
+        (
+            b"POST /te3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",
+            "400",
+            &[],
+        ),
+        (
+            b"POST /te4 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "400",
+            &[],
+        ),
+        (
+            b"POST /te5 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\x0bchunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "400",
+            &[],
+        ),
+        (
+            b"POST /te6 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n0\r\n\r\n\r\n0\r\n\r\n",
+            "200",
+            &["/te6", "/smuggled"],
+        ),
+        // Chunk extensions and a trailer claiming an identity.
+        (
+            b"POST /trailer HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3;ext=1\r\nabc\r\n0\r\nX-PV-Role: admin\r\nX_PV_Client: root\r\n\r\n",
+            "200",
+            &["/trailer", "/smuggled"],
+        ),
+        // A body that cannot be decoded (bare LF line ends, a chunk size
+        // overflowing u64): the provider never gets a whole request.
+        (
+            b"POST /lf HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 5\n\n0\n\n",
+            "502",
+            &[],
+        ),
+        (
+            b"POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+            "502",
+            &[],
+        ),
+    ];
+    for (attack, status, paths) in attacks {
+        let before = provider.seen().len();
+        let mut bytes = attack.to_vec();
+        bytes.extend_from_slice(NEXT);
+        let out = exchange(&proxy.path, &bytes).await;
+        let seen = provider.seen()[before..].to_vec();
+        let shown = String::from_utf8_lossy(attack);
+        // Proxy and provider agree on every boundary: each request the
+        // provider parsed was answered to the consumer, and only those.
+        assert_eq!(
+            out.matches("seen /").count(),
+            seen.len(),
+            "{shown}\n--> {out}\nprovider: {seen:?}"
+        );
+        assert_identity(&seen, "viewer");
+        assert!(
+            seen.iter().all(|s| s.path != "/inner"),
+            "{shown}: smuggled {seen:?}"
+        );
+        assert!(
+            provider.errors().is_empty(),
+            "{shown}: {:?}",
+            provider.errors()
+        );
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {status}")),
+            "{shown}\n--> {out}"
+        );
+        assert_eq!(
+            seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(),
+            *paths,
+            "{shown}"
+        );
+    }
 }
