@@ -173,11 +173,7 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
     });
 
     let what = "claim uid 0".to_owned();
-    let claimed = zbus::connection::Builder::address(format!("unix:path={socket}").as_str())?
-        .user_id(0)
-        .build()
-        .await;
-    out.push(match claimed {
+    out.push(match claim_uid_0(socket).await {
         Err(e) => (what, true, format!("authentication refused: {e}")),
         Ok(c) => match ExampleProxy::new(&c).await?.who_am_i().await {
             Ok(0) => (what, false, "bus sees uid 0".into()),
@@ -186,6 +182,32 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
         },
     });
     Ok(out)
+}
+
+/// Authenticates with `AUTH EXTERNAL` naming uid 0 whatever our real uid
+/// is, then connects over that socket. The SASL exchange is written here
+/// because zbus only lets a client choose the uid it claims from 5.13 on,
+/// which needs a newer Rust than the examples' MSRV (meta-layer/README.md).
+async fn claim_uid_0(socket: &str) -> zbus::Result<zbus::Connection> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    // NUL credentials byte, then "0" hex-encoded as the authorization id.
+    stream.write_all(b"\0AUTH EXTERNAL 30\r\n").await?;
+    let mut line = String::new();
+    // One line only: the reader must not buffer past it (the socket is
+    // handed to zbus next), so read byte by byte through a 1-byte buffer.
+    tokio::io::BufReader::with_capacity(1, &mut stream)
+        .read_line(&mut line)
+        .await?;
+    let guid = match line.trim_end().strip_prefix("OK ") {
+        Some(guid) => guid.to_owned(),
+        None => return Err(zbus::Error::Handshake(format!("server answered {line:?}"))),
+    };
+    stream.write_all(b"BEGIN\r\n").await?;
+    zbus::connection::Builder::authenticated_socket(stream, guid)?
+        .build()
+        .await
 }
 
 fn is_access_denied(e: &zbus::Error) -> bool {
