@@ -138,12 +138,14 @@ echo "== bitbake -p: $(tail -n 3 "$out/parse.log" | tr '\n' ' ')"
 ours='meta-layer/|pv-xconnect|pv-example|PV_XCONNECT'
 for f in "$out"/*; do
   case "$f" in *.rc) continue ;; esac
-  if grep -n '^ERROR' "$f" >/dev/null; then grep -n '^ERROR' "$f" | head -20; bad "errors in $(basename "$f")"; fi
+  # Messages, also those glued to bitbake's progress line ("Parsing
+  # recipes...WARNING: ..."); not variables like ERROR_QA= in `bitbake -e`.
+  if grep -o 'ERROR: .*' "$f" >/dev/null; then grep -o 'ERROR: .*' "$f" | head -20; bad "errors in $(basename "$f")"; fi
   # Warnings: ours fail, other layers' are shown.
-  if grep '^WARNING' "$f" | grep -E "$ours" >/dev/null; then
-    grep '^WARNING' "$f" | grep -E "$ours" | head -20; bad "warnings about this layer in $(basename "$f")"
+  if grep -o 'WARNING: .*' "$f" | grep -E "$ours" >/dev/null; then
+    grep -o 'WARNING: .*' "$f" | grep -E "$ours" | head -20; bad "warnings about this layer in $(basename "$f")"
   fi
-  grep '^WARNING' "$f" | grep -vE "$ours" | sed "s|^|  (other layer, $(basename "$f")) |" | sort -u | head -20 || true
+  grep -o 'WARNING: .*' "$f" | grep -vE "$ours" | sed "s|^|  (other layer, $(basename "$f")) |" | sort -u | head -20 || true
 done
 
 envx="$out/env-pv-xconnect"
