@@ -117,6 +117,12 @@ mkdir -p "\$out"
   bitbake -e pv-xconnect > $PARSE_DIR/out/env-pv-xconnect 2>&1
   bitbake -e pv-examples > $PARSE_DIR/out/env-pv-examples 2>&1
   for ex in $rootfs_examples; do bitbake -e \$ex > $PARSE_DIR/out/env-\$ex 2>&1; done
+  # The tested build path, kas/local-source.yml: its local.conf lines read
+  # after bitbake.conf, pv-xconnect alone (-b: no reparse of the world).
+  $PARSE_DIR/venv/bin/python3 -c "import sys, yaml; print(*yaml.safe_load(open(sys.argv[1]))[\"local_conf_header\"].values())" \
+    meta-layer/kas/local-source.yml > $PARSE_DIR/local-source.conf
+  bitbake -R $PARSE_DIR/local-source.conf -e -b $src/meta-layer/recipes-pv/pv-xconnect/pv-xconnect_git.bb \
+    > $PARSE_DIR/out/env-pv-xconnect-local-source 2>&1
 '
 EOF
 chmod 755 "$inner"
@@ -136,16 +142,18 @@ bad() { echo "FAIL: $*" >&2; fail=1; }
 echo "== bitbake -p: $(tail -n 3 "$out/parse.log" | tr '\n' ' ')"
 [ "$(cat "$out/parse.rc" 2>/dev/null)" = 0 ] || bad "bitbake -p exited $(cat "$out/parse.rc" 2>/dev/null) ($out/parse.log)"
 ours='meta-layer/|pv-xconnect|pv-example|PV_XCONNECT'
+# bitbake's messages start a line, or follow its progress line ("Parsing
+# recipes...WARNING: ..."); shell functions in `bitbake -e` that mention
+# "ERROR: $*" do neither.
+msgs() { grep -oE "(^|\.\.\.)$1: .*" "$2" | sed 's/^\.\.\.//'; }
 for f in "$out"/*; do
   case "$f" in *.rc) continue ;; esac
-  # Messages, also those glued to bitbake's progress line ("Parsing
-  # recipes...WARNING: ..."); not variables like ERROR_QA= in `bitbake -e`.
-  if grep -o 'ERROR: .*' "$f" >/dev/null; then grep -o 'ERROR: .*' "$f" | head -20; bad "errors in $(basename "$f")"; fi
+  if [ -n "$(msgs ERROR "$f")" ]; then msgs ERROR "$f" | head -20; bad "errors in $(basename "$f")"; fi
   # Warnings: ours fail, other layers' are shown.
-  if grep -o 'WARNING: .*' "$f" | grep -E "$ours" >/dev/null; then
-    grep -o 'WARNING: .*' "$f" | grep -E "$ours" | head -20; bad "warnings about this layer in $(basename "$f")"
+  if msgs WARNING "$f" | grep -E "$ours" >/dev/null; then
+    msgs WARNING "$f" | grep -E "$ours" | head -20; bad "warnings about this layer in $(basename "$f")"
   fi
-  grep -o 'WARNING: .*' "$f" | grep -vE "$ours" | sed "s|^|  (other layer, $(basename "$f")) |" | sort -u | head -20 || true
+  msgs WARNING "$f" | grep -vE "$ours" | sed "s|^|  (other layer, $(basename "$f")) |" | sort -u | head -20 || true
 done
 
 envx="$out/env-pv-xconnect"
@@ -165,6 +173,13 @@ rustv=$(sed -n 's/^RUSTVERSION="\(.*\)"$/\1/p' "$envx" | tr -d '%')
 if python3 -c "import sys; v=lambda s: tuple(int(x) for x in s.split('.')[:2]); sys.exit(v('$rustv') < v('$msrv'))" 2>/dev/null; then
   echo "RUSTVERSION: $rustv (>= MSRV $msrv)"
 else bad "RUSTVERSION '$rustv' < PV_XCONNECT_RS_MSRV $msrv"; fi
+
+envl="$out/env-pv-xconnect-local-source"
+extsrc=$(sed -n 's/^EXTERNALSRC="\(.*\)"$/\1/p' "$envl")
+if [ -n "$extsrc" ] && [ "$(realpath -m "$extsrc")" = "$(realpath "$src")" ] && ! grep -q '^SRC_URI=".*git://' "$envl" \
+   && [ "$(sed -n 's/^SRC_URI="\(.*\)"$/\1/p' "$envl" | tr ' ' '\n' | grep -c '^crate://crates.io/')" = "$want_crates" ]; then
+  echo "local-source: EXTERNALSRC is the checkout, no git source, $want_crates crates"
+else bad "kas/local-source.yml: bitbake -e -b pv-xconnect_git.bb lacks EXTERNALSRC=$src or the crates ($envl)"; fi
 
 grep -A3 '^pantavisor' "$out/show-appends.log" | grep -q 'meta-layer/recipes-pv/pantavisor/pantavisor_%.bbappend' \
   && echo "bbappend: pantavisor_%.bbappend applied" || bad "show-appends: our pantavisor bbappend is not applied"
