@@ -120,7 +120,7 @@ mkdir -p "\$out"
   # The tested build path, kas/local-source.yml: its local.conf lines read
   # after bitbake.conf, pv-xconnect alone (-b: no reparse of the world).
   $PARSE_DIR/venv/bin/python3 -c "import sys, yaml; print(*yaml.safe_load(open(sys.argv[1]))[\"local_conf_header\"].values())" \
-    meta-layer/kas/local-source.yml > $PARSE_DIR/local-source.conf
+    $src/meta-layer/kas/local-source.yml > $PARSE_DIR/local-source.conf
   bitbake -R $PARSE_DIR/local-source.conf -e -b $src/meta-layer/recipes-pv/pv-xconnect/pv-xconnect_git.bb \
     > $PARSE_DIR/out/env-pv-xconnect-local-source 2>&1
 '
