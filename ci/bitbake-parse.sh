@@ -89,9 +89,13 @@ if [ -n "${KAS_EXTRA:-}" ]; then
   done
 fi
 
-# Which examples have a rootfs/ to check in `bitbake -e`.
+# Which examples have a rootfs/, or a program of another name
+# (harness.json "binary"), to check in `bitbake -e`.
 rootfs_examples=$(cd examples-containers && for d in pv-example-*/; do
   if [ -n "$(git ls-files "$d/rootfs")" ]; then basename "$d"; fi; done | tr '\n' ' ')
+binary_examples=$(cd examples-containers && for d in pv-example-*/; do
+  if [ -f "$d/harness.json" ] && python3 -c 'import json,sys; sys.exit(not json.load(open(sys.argv[1])).get("binary"))' "$d/harness.json"; then
+    basename "$d"; fi; done | tr '\n' ' ')
 
 inner="$PARSE_DIR/inner.sh"
 cat > "$inner" <<EOF
@@ -116,7 +120,7 @@ mkdir -p "\$out"
   bitbake-layers show-appends > $PARSE_DIR/out/show-appends.log 2>&1
   bitbake -e pv-xconnect > $PARSE_DIR/out/env-pv-xconnect 2>&1
   bitbake -e pv-examples > $PARSE_DIR/out/env-pv-examples 2>&1
-  for ex in $rootfs_examples; do bitbake -e \$ex > $PARSE_DIR/out/env-\$ex 2>&1; done
+  for ex in $rootfs_examples $binary_examples; do bitbake -e \$ex > $PARSE_DIR/out/env-\$ex 2>&1; done
   # The tested build path, kas/local-source.yml: its local.conf lines read
   # after bitbake.conf, pv-xconnect alone (-b: no reparse of the world).
   $PARSE_DIR/venv/bin/python3 -c "import sys, yaml; print(*yaml.safe_load(open(sys.argv[1]))[\"local_conf_header\"].values())" \
@@ -197,6 +201,15 @@ for ex in $rootfs_examples; do
     grep -q "^SRC_URI=.*file://$rel;" "$env" && echo "$ex: installs /${rel#rootfs/}" \
       || bad "$ex: SRC_URI does not fetch $rel"
   done < <(git ls-files "examples-containers/$ex/rootfs")
+done
+
+for ex in $binary_examples; do
+  env="$out/env-$ex"
+  bin=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["binary"])' "examples-containers/$ex/harness.json")
+  if grep -q "^IMAGE_INSTALL=.* pv-examples-${bin#pv-example-}[ \"]" "$env" \
+     && grep -q "^PVR_APP_ADD_EXTRA_ARGS=.*--config=Entrypoint=/usr/bin/$bin[ \"]" "$env"; then
+    echo "$ex: runs /usr/bin/$bin from pv-examples-${bin#pv-example-}"
+  else bad "$ex: IMAGE_INSTALL/entrypoint do not name its program $bin"; fi
 done
 
 echo "bitbake-parse: outputs in $out"
