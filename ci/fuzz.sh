@@ -17,6 +17,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
+# libfuzzer-sys compiles libFuzzer (C++): a fresh Debian has gcc for
+# linking Rust but not always g++.
+if ! command -v c++ >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ci/fuzz.sh: installing g++ (libFuzzer is C++)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null; }
+  else
+    echo "ci/fuzz.sh: no C++ compiler (c++): install g++ (libFuzzer is C++)" >&2
+    exit 1
+  fi
+fi
+
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTC_BOOTSTRAP=1
 SANITIZER=${FUZZ_SANITIZER:-address}
