@@ -459,15 +459,8 @@ fn pvcontrol_prints_like_upstream() {
 }
 
 #[test]
-fn curl_http11_works_when_available() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("SKIPPED: curl not installed");
-        return;
-    }
+fn curl_http11_works() {
+    require_tool("curl");
     let root = tempfile::tempdir().expect("tempdir");
     unix_pair(root.path());
     let xc = idle_daemon(root.path());

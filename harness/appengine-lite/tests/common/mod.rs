@@ -1,5 +1,7 @@
 //! Shared helpers: build pvtx.d exports, run `pv-appengine` in a temp root
-//! with the process runtime, talk HTTP to its pv-ctrl socket.
+//! with the process runtime, talk HTTP to its pv-ctrl socket, find the
+//! fixtures, and fail (never skip) when the host lacks something a test
+//! needs.
 
 #![allow(dead_code)]
 
@@ -12,7 +14,33 @@ use std::time::{Duration, Instant};
 use appengine_lite::pvrexport;
 use serde_json::{json, Value};
 
-pub const FIXTURES: &str = "/work/shared/fixtures/pvrexport";
+/// Real pvr output, shared with the harness's own tests (one copy in the
+/// repository, found from this crate).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/pvrexport")
+        .join(name)
+}
+
+/// Fails the test unless it runs as root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (namespaces, mounts, LXC): run it as root"
+    );
+}
+
+/// Fails the test unless `tool` is on the PATH.
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "this test needs `{tool}`, which is not installed: ci/install-deps.sh installs it"
+    );
+}
 
 /// A container for the process runtime: run.json, services.json and an
 /// lxc.container.conf whose `lxc.init.cmd` is `cmd`.
