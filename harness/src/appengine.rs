@@ -33,6 +33,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::examples::{self, Built};
 use crate::image::{self, AppengineImage};
 use crate::util::{self, Step};
@@ -107,13 +108,14 @@ impl Appengine {
     /// Builds what is needed, creates the container, installs the exports,
     /// starts `pv-appengine` and (optionally) waits for READY.
     pub fn boot(opts: BootOptions) -> Result<Appengine> {
+        let config = Config::get()?;
         let step = Step::start(format!("booting appengine for '{}'", opts.group));
         let docker = block_on(docker::connect())?;
         block_on(reap_orphans(&docker));
         // Tests of one binary boot in parallel, and CI may run several
         // harness processes: build images and exports under one lock.
-        let build_lock = util::BuildLock::acquire()?;
-        let image = block_on(image::ensure(&docker))?;
+        let build_lock = util::BuildLock::acquire(&config.cache_dir)?;
+        let image = block_on(image::ensure(config, &docker))?;
         let all = examples::discover()?;
         let chosen: Vec<_> = if opts.examples.is_empty() {
             all
@@ -127,7 +129,7 @@ impl Appengine {
             }
             v
         };
-        let built: Vec<Built> = examples::build_exports(&chosen)?;
+        let built: Vec<Built> = examples::build_exports(config, &chosen)?;
         drop(build_lock);
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let name = opts.persistent_name.clone().unwrap_or_else(|| {
@@ -154,25 +156,25 @@ impl Appengine {
         };
         let mut files: Vec<PathBuf> = built.iter().map(|b| b.path.clone()).collect();
         files.extend(opts.extra_exports.iter().cloned());
-        block_on(ae.create_and_start(&files))?;
+        block_on(ae.create_and_start(config, &files))?;
         ae.prepare_devices()?;
         ae.sh(&format!("pv-appengine >{APPENGINE_OUT} 2>&1 </dev/null &"))
             .context("starting pv-appengine")?;
-        if opts.wait_ready || ae.image.real {
-            let limit = if ae.image.real { 180 } else { 120 };
+        if opts.wait_ready || ae.image.is_real() {
+            let limit = if ae.image.is_real() { 180 } else { 120 };
             if let Err(e) = ae.wait_ready(Duration::from_secs(limit)) {
                 return Err(e.context(ae.diagnostics()));
             }
         }
-        if ae.image.real {
+        if ae.image.is_real() {
             // The real image's own daemon is replaced by ours.
-            ae.install_our_daemon()?;
+            ae.install_our_daemon(config)?;
         }
         step.done(&format!("container {}", ae.name));
         Ok(ae)
     }
 
-    async fn create_and_start(&mut self, exports: &[PathBuf]) -> Result<()> {
+    async fn create_and_start(&mut self, config: &Config, exports: &[PathBuf]) -> Result<()> {
         let labels: HashMap<String, String> = [
             (LABEL.to_string(), "1".to_string()),
             (LABEL_PID.to_string(), self.owner.clone()),
@@ -190,7 +192,7 @@ impl Appengine {
                 .with_context(|| format!("create volume {v}"))?;
             self.volumes.push(v);
         }
-        let privileged = std::env::var("HARNESS_PRIVILEGED").as_deref() == Ok("1");
+        let privileged = config.privileged;
         let mut host = HostConfig {
             init: Some(true),
             network_mode: Some("none".into()),
@@ -302,8 +304,8 @@ impl Appengine {
     }
 
     /// With a real image: stop its pv-xconnect, put ours in, start it.
-    fn install_our_daemon(&self) -> Result<()> {
-        let ours = binaries::find("pv-xconnect").context("pv-xconnect not built")?;
+    fn install_our_daemon(&self, config: &Config) -> Result<()> {
+        let ours = binaries::find(config, "pv-xconnect").context("pv-xconnect not built")?;
         self.pvcontrol(&["daemons", "stop", "pv-xconnect"])?;
         let data = std::fs::read(&ours)?;
         let mut tar = tar::Builder::new(Vec::new());
@@ -642,7 +644,8 @@ impl Appengine {
         }
         let vols = std::mem::take(&mut self.volumes);
         let docker = self.docker.clone();
-        let keep = std::env::var("HARNESS_KEEP").as_deref() == Ok("1");
+        // An unreadable configuration never got this container booted.
+        let keep = Config::get().is_ok_and(|c| c.keep);
         if keep {
             util::note(format!(
                 "HARNESS_KEEP=1: leaving {name} running (docker rm -fv {name})"

@@ -4,10 +4,12 @@
 //!
 //! # Layout
 //!
+//! - [`config`]: every environment variable the harness reads, read once.
 //! - [`pvrexport`]: the pvrexport format (writer and reader), with pvr's
 //!   `run.json` / `src.json` / `lxc.container.conf` rendering.
 pub mod appengine;
 pub mod binaries;
+pub mod config;
 pub mod debian;
 pub mod docker;
 pub mod examples;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use harness::appengine::{Appengine, BootOptions};
+use harness::config::Config;
 use harness::{appengine, examples, image, util};
 
 /// Name of the appengine `up` leaves running.
@@ -51,13 +52,15 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Image => {
+            let config = Config::get()?;
             let d = appengine::runtime().block_on(harness::docker::connect())?;
-            let img = appengine::runtime().block_on(image::ensure(&d))?;
+            let img = appengine::runtime().block_on(image::ensure(config, &d))?;
             println!("{}", img.reference);
         }
         Cmd::Exports => {
-            harness::binaries::build()?;
-            for b in examples::build_exports(&examples::discover()?)? {
+            let config = Config::get()?;
+            harness::binaries::build(config)?;
+            for b in examples::build_exports(config, &examples::discover()?)? {
                 println!("{}", b.path.display());
             }
         }
