@@ -34,8 +34,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use bollard::models::{DeviceMapping, HostConfig, Mount, MountType};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
+use testcontainers::core::client::ClientError;
 use testcontainers::core::{CgroupnsMode, ExecCommand};
-use testcontainers::{ContainerAsync, CopyDataSource, CopyTargetOptions, GenericImage, ImageExt};
+use testcontainers::{
+    ContainerAsync, CopyDataSource, CopyTargetOptions, GenericImage, ImageExt, TestcontainersError,
+};
 
 use super::{KEEP, LABEL, LABEL_PID, PVTX_DIR, STORAGE};
 use crate::docker;
@@ -139,9 +142,21 @@ impl Container {
                 CopyDataSource::File(f.source.clone()),
             );
         }
-        let inner = testcontainers::runners::AsyncRunner::start(req)
-            .await
-            .with_context(|| format!("create and start container {}", opts.name))?;
+        let inner = match testcontainers::runners::AsyncRunner::start(req).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Created but then failed (copy-in, start): testcontainers
+                // hands back no handle, so remove it by name, unless the
+                // create itself failed (the name may be someone else's).
+                if !matches!(
+                    e,
+                    TestcontainersError::Client(ClientError::CreateContainer(_))
+                ) {
+                    docker::remove_container(docker, &opts.name).await;
+                }
+                return Err(e).with_context(|| format!("create and start container {}", opts.name));
+            }
+        };
         Ok(Container {
             name: opts.name,
             inner: Some(inner),
