@@ -134,10 +134,8 @@ impl Drop for GroupGuard {
 fn register_exit_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: registering a plain `extern "C" fn` with no captured state.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::atexit(remove_leftovers);
+        if !crate::atexit::register(remove_leftovers) {
+            eprintln!("[harness] atexit refused: a filtered run may leave appengines behind");
         }
     });
 }

@@ -24,7 +24,9 @@
 //!   connection.
 //! - [`util`]: workspace root, progress lines, running tools, hashes, the
 //!   build lock.
+//! - [`atexit`]: the process-exit hook (the crate's only `unsafe`).
 pub mod appengine;
+pub mod atexit;
 pub mod binaries;
 pub mod config;
 pub mod debian;

@@ -76,14 +76,14 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// An exclusive `flock` on `<cache>/build.lock`, held while images and
 /// exports are built so concurrent tests (threads or processes) never
-/// debootstrap or pack into the same cache entry at once.
+/// debootstrap or pack into the same cache entry at once. Released when
+/// dropped (the file closes).
 pub struct BuildLock {
     _file: std::fs::File,
 }
 
 impl BuildLock {
     pub fn acquire(cache_dir: &Path) -> Result<Self> {
-        use std::os::fd::AsRawFd;
         std::fs::create_dir_all(cache_dir).with_context(|| format!("create {cache_dir:?}"))?;
         let path = cache_dir.join("build.lock");
         let f = std::fs::OpenOptions::new()
@@ -92,12 +92,8 @@ impl BuildLock {
             .write(true)
             .open(&path)
             .with_context(|| format!("open {path:?}"))?;
-        // SAFETY: flock on a descriptor we own; blocks until granted.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            bail!("flock {path:?}: {}", std::io::Error::last_os_error());
-        }
+        // Blocks until granted: another test or harness process is building.
+        f.lock().with_context(|| format!("flock {path:?}"))?;
         Ok(BuildLock { _file: f })
     }
 }
