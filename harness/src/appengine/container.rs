@@ -146,11 +146,13 @@ impl Container {
             Ok(c) => c,
             Err(e) => {
                 // Created but then failed (copy-in, start): testcontainers
-                // hands back no handle, so remove it by name, unless the
-                // create itself failed (the name may be someone else's).
+                // hands back no handle, so remove it by name, unless nothing
+                // was created (the name may be someone else's).
                 if !matches!(
                     e,
-                    TestcontainersError::Client(ClientError::CreateContainer(_))
+                    TestcontainersError::Client(
+                        ClientError::CreateContainer(_) | ClientError::PullImage { .. }
+                    )
                 ) {
                     docker::remove_container(docker, &opts.name).await;
                 }
