@@ -20,6 +20,13 @@ pub const PATH: &str = "/org/pantavisor/Example";
 pub const INFO: &str = r#"{"service": "dbus-example", "status": "active"}"#;
 /// Where the system bus socket lives in both containers.
 pub const SOCKET: &str = "/run/dbus/system_bus_socket";
+/// The bus configuration the `pv-example-dbus-server` container ships
+/// (listening on [`SOCKET`]), for tests that run that bus elsewhere.
+pub const BUS_CONF: &str =
+    include_str!("../pv-example-dbus-server/rootfs/etc/pv-example-dbus/bus.conf");
+/// The `/etc/passwd` of the `pv-example-dbus-server` container (it has an
+/// `operator` user, 1001, which the hosts running the tests do not).
+pub const SERVER_PASSWD: &str = include_str!("../pv-example-dbus-server/rootfs/etc/passwd");
 
 /// The service object.
 pub struct Example;

@@ -1,11 +1,11 @@
 //! Capture this thread's tracing output in a buffer, to assert what the
 //! daemon logs (and how often). Use with `#[tokio::test]` (current-thread
 //! runtime) so every task logs on the capturing thread.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+/// A buffer the subscriber writes formatted lines into.
 #[derive(Clone, Default)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 

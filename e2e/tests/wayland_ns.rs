@@ -4,76 +4,47 @@
 //! (`wayland-0`, socket and target `/run/wayland-0`, as upstream's example
 //! manifests). Needs root.
 
-#[path = "support/container.rs"]
-mod container;
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use container::Container;
+use pv_testkit::{require_tool, Container};
 use pv_xconnect::graph::{LinkSpec, ServiceType};
 use pv_xconnect::link;
 use pv_xconnect::shutdown::Shutdown;
-
-/// Directory holding our example binaries (built on demand).
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
-    for name in ["pv-example-wayland-server", "pv-example-wayland-client"] {
-        if !dir.join(name).exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = Command::new(cargo)
-                .args(["build", "-p", "pv-examples", "--bin", name])
-                .status()
-                .expect("cargo build");
-            assert!(ok.success(), "building {name} failed");
-        }
-    }
-    dir
-}
+use pv_xconnect::test_util::LinkSpecBuilder;
 
 fn spec(consumer: &Container, provider: &Container, interface: &str) -> Arc<LinkSpec> {
-    Arc::new(LinkSpec {
-        consumer: consumer.name.clone(),
-        consumer_pid: consumer.pid,
-        provider: provider.name.clone(),
-        provider_pid: provider.pid,
-        name: "wayland-0".into(),
-        kind: ServiceType::Wayland,
-        role: "any".into(),
-        interface: interface.into(),
-        target: PathBuf::from("/run/wayland-0"),
-        socket: PathBuf::from("/run/wayland-0"),
-        uid: None,
-    })
+    LinkSpecBuilder::new(ServiceType::Wayland)
+        .consumer(&consumer.name, consumer.pid)
+        .provider(&provider.name, provider.pid)
+        .name("wayland-0")
+        .interface(interface)
+        .target("/run/wayland-0")
+        .socket("/run/wayland-0")
+        .arc()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_in_consumer_draws_on_compositor_in_provider() {
-    let bins = bin_dir();
-    let server = bins.join("pv-example-wayland-server");
+    let server = Path::new(env!("CARGO_BIN_EXE_e2e-wayland-server"));
+    let client = Path::new(env!("CARGO_BIN_EXE_e2e-wayland-client"));
+    let bins = server.parent().expect("binary directory");
     let p = Container::start_with_binds(
         "wl-prov",
         &format!("{} > /tmp/compositor.log 2>&1", server.display()),
-        &[&bins],
+        &[bins],
     );
     assert!(
         p.wait_for("/run/wayland-0", Duration::from_secs(10)),
         "compositor socket in provider"
     );
-    let c = Container::start_with_binds("wl-cons", "sleep infinity", &[&bins]);
+    let c = Container::start_with_binds("wl-cons", "sleep infinity", &[bins]);
     let root = Shutdown::new();
     let h = link::start(spec(&c, &p, "wayland"), &root)
         .await
         .expect("link starts");
 
-    let client = bins.join("pv-example-wayland-client");
     let out = c.exec(&format!(
         "WAYLAND_DISPLAY=/run/wayland-0 {} --once --timeout 5",
         client.display()
@@ -89,29 +60,26 @@ async fn client_in_consumer_draws_on_compositor_in_provider() {
         .find_map(|l| l.strip_prefix("wayland OK frame="))
         .expect("client printed its frame")
         .to_owned();
-    let mut log = String::new();
-    for _ in 0..100 {
-        log = std::fs::read_to_string(p.path("/tmp/compositor.log")).unwrap_or_default();
-        if log.contains("commit buffer") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let compositor_log =
+        || std::fs::read_to_string(p.path("/tmp/compositor.log")).unwrap_or_default();
+    pv_testkit::assert_eventually!(
+        compositor_log().contains("commit buffer"),
+        "the compositor never committed a buffer:\n{}",
+        compositor_log()
+    );
+    let log = compositor_log();
     assert!(
         log.contains(&format!("checksum={sum}")),
         "compositor saw other pixels than {sum}:\n{log}"
     );
 
     // Debian's wayland-info, inside the consumer, through the same link.
+    require_tool("wayland-info");
     let info = c.exec("WAYLAND_DISPLAY=/run/wayland-0 wayland-info");
-    if info.status.code() == Some(127) {
-        eprintln!("SKIPPED wayland-info part: wayland-utils not installed");
-    } else {
-        let text = String::from_utf8_lossy(&info.stdout);
-        assert!(info.status.success(), "wayland-info: {:?}", info);
-        for g in ["wl_compositor", "wl_shm", "xdg_wm_base"] {
-            assert!(text.contains(&format!("'{g}'")), "{g} missing: {text}");
-        }
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success(), "wayland-info: {:?}", info);
+    for g in ["wl_compositor", "wl_shm", "xdg_wm_base"] {
+        assert!(text.contains(&format!("'{g}'")), "{g} missing: {text}");
     }
     assert!(h.stats().bytes() > 0, "bytes counted");
     h.stop().await;
@@ -123,10 +91,8 @@ async fn client_in_consumer_draws_on_compositor_in_provider() {
 /// fds must cross both namespaces).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weston_in_provider_serves_simple_shm_in_consumer() {
-    if Command::new("weston").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: weston not installed (ci/install-deps.sh installs it)");
-        return;
-    }
+    require_tool("weston");
+    require_tool("weston-simple-shm");
     let p = Container::start(
         "wl-weston",
         "sh -c 'chmod 700 /run; XDG_RUNTIME_DIR=/run exec weston --backend=headless-backend.so \

@@ -1,14 +1,12 @@
 //! A tiny fake pv-ctrl for tests: serves `GET /xconnect-graph` on a Unix
 //! socket with a settable answer, like Pantavisor's evhttp server would.
 //!
-//! Include with `#[path = "support/pvctrl.rs"] mod pvctrl;`. It runs on the
-//! calling test's tokio runtime. Besides a normal HTTP/1.1 answer it can
+//! It runs on the calling test's tokio runtime. Besides a normal HTTP/1.1 answer it can
 //! answer HTTP/1.0 without Content-Length and close (the body split over
 //! several writes, so a client that parses only its first read fails), an
 //! error status with pv-ctrl's `{"Error":..}` body, non-HTTP garbage, or
 //! nothing at all. Like pv-ctrl it refuses a `Host` other than empty or
 //! `localhost`, and unknown paths with 400.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

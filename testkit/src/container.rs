@@ -6,8 +6,8 @@
 //! symlink inside it means something different from the same path on the
 //! host, exactly like an LXC container.
 //!
-//! Built from util-linux `unshare` and `nsenter`; needs root.
-#![allow(dead_code)]
+//! Built from util-linux `unshare` and `nsenter`; needs root (checked:
+//! a test without it fails, it does not skip).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,9 @@ impl Container {
     /// Like [`Container::start`], with host directories bound read-only at
     /// the same path inside (e.g. cargo's target directory for binaries).
     pub fn start_with_binds(name: &str, cmd: &str, binds: &[&Path]) -> Container {
+        crate::require_root();
+        crate::require_tool("unshare");
+        crate::require_tool("nsenter");
         let dir = tempfile::Builder::new()
             .prefix("pvx-ct-")
             .tempdir()

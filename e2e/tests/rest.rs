@@ -1,17 +1,10 @@
 //! `rest` links end to end on the host: curl (and raw sockets where curl
-//! cannot express the case) → `link::rest::serve` → the example REST server.
-//!
-//! The last test runs the real `pv-xconnect` binary on a graph file with
-//! two real containers (mount + pid namespaces, own roots) and curl inside
-//! the consumer.
+//! cannot express the case) → a rest link (the daemon's accept loop and
+//! `link::rest`) → the example REST server. The daemon binary with a rest
+//! link between two containers is tested in `daemon/tests/e2e_daemon.rs`.
 //!
 //! Tests measuring this process's memory or fd count take [`EXCLUSIVE`] for
 //! writing so that no other test of this binary runs meanwhile.
-
-#[path = "support/container.rs"]
-mod container;
-#[path = "support/rest_proxy.rs"]
-mod rest_proxy;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -19,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rest_proxy::{Provider, Proxy};
+use pv_e2e::rest::{self, Provider};
+use pv_e2e::Proxy;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,7 +34,7 @@ struct Setup {
 async fn setup(role: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let provider = Provider::start(dir.path());
-    let proxy = Proxy::start(dir.path(), &provider.path, CONSUMER, role).await;
+    let proxy = rest::proxy(dir.path(), &provider.path, CONSUMER, role).await;
     Setup {
         _dir: dir,
         provider,
@@ -55,7 +49,7 @@ struct Curl {
 }
 
 async fn curl(socket: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Curl {
-    let mut cmd = tokio::process::Command::new("curl");
+    let mut cmd = tokio::process::Command::new(pv_testkit::require_tool("curl"));
     cmd.arg("-sS")
         .arg("--unix-socket")
         .arg(socket)
@@ -591,7 +585,7 @@ async fn oversized_head_gets_431() {
 async fn unreachable_provider_gets_502_json() {
     let _g = EXCLUSIVE.read().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let proxy = Proxy::start(dir.path(), &dir.path().join("nobody.sock"), CONSUMER, "").await;
+    let proxy = rest::proxy(dir.path(), &dir.path().join("nobody.sock"), CONSUMER, "").await;
     let out = curl(
         &proxy.path,
         &["-w", "\n%{http_code}", "http://localhost/info"],
@@ -738,82 +732,11 @@ async fn half_closed_clients_get_full_answers_and_fds_return_to_baseline() {
     }
     assert_eq!(s.proxy.accepted(), 101);
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut now = fd_count();
-    while now > baseline && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        now = fd_count();
-    }
-    println!("fds: baseline {baseline}, after 100 half-closed requests {now}");
-    assert!(now <= baseline, "fd leak: baseline {baseline}, now {now}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemon_injects_rest_link_between_containers() {
-    let _g = EXCLUSIVE.read().await;
-    let provider = container::Container::start("pv-example-rest-server", "sleep infinity");
-    let consumer = container::Container::start("pv-example-rest-client", "sleep infinity");
-    // The example server's socket lives inside the provider's root; the
-    // server itself runs here (the test binary is not inside the container).
-    let listener = pv_examples::rest::bind(&provider.path(pv_examples::rest::SERVER_SOCKET))
-        .expect("bind in provider");
-    let server = tokio::spawn(pv_examples::rest::serve(listener, Default::default()));
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let graph = dir.path().join("graph.json");
-    let link = serde_json::json!([{
-        "consumer": consumer.name, "consumer_pid": consumer.pid,
-        "provider": provider.name, "provider_pid": provider.pid,
-        "name": "network-manager", "type": "rest", "role": "operator",
-        "interface": "rest", "target": pv_examples::rest::CLIENT_SOCKET,
-        "socket": pv_examples::rest::SERVER_SOCKET,
-    }]);
-    std::fs::write(&graph, link.to_string()).expect("write graph");
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_pv-xconnect"))
-        .arg("--graph-file")
-        .arg(&graph)
-        .arg("--status-socket")
-        .arg(dir.path().join("status.sock"))
-        .arg("--interval-ms")
-        .arg("200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start pv-xconnect");
-
-    let target = pv_examples::rest::CLIENT_SOCKET;
-    if !consumer.wait_for(target, Duration::from_secs(10)) {
-        let _ = daemon.start_kill();
-        let out = daemon.wait_with_output().await.expect("daemon output");
-        panic!(
-            "link socket never appeared in the consumer; daemon log:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    // curl inside the consumer's mount namespace, spoof attempt included.
-    let out = consumer.exec(&format!(
-        "curl -sS -H 'X-PV-Role: admin' -H 'x-pv-client: intruder' \
-         --unix-socket {target} http://localhost/info"
-    ));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let info: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: {stdout} / {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(info["client"], "pv-example-rest-client");
-    assert_eq!(info["role"], "operator");
-    // The example consumer's own check, from the host through the same path.
-    let report = pv_examples::rest::check(&consumer.path(target))
-        .await
-        .expect("example client check");
-    assert!(report.spoof_refused(), "{report:?}");
-    assert!(
-        !Path::new(target).exists(),
-        "the link socket must exist only inside the consumer"
+    pv_testkit::assert_eventually!(
+        fd_count() <= baseline,
+        "fd leak after 100 half-closed requests: baseline {baseline}, now {}",
+        fd_count()
     );
-
-    let _ = daemon.start_kill();
-    let _ = daemon.wait().await;
-    server.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

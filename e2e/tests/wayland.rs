@@ -3,20 +3,21 @@
 //! Debian, raw wire clients for filtering and malformed input, and a plain
 //! byte splice as the control that shows fd passing is what makes shm work.
 //!
-//! `serve` is driven directly over host paths: the provider is reached with
-//! `provider_pid` 0, the consumer side is a temp listener.
+//! Links are served on host paths by the daemon's accept loop ([`Proxy`]):
+//! the provider is reached with `provider_pid` 0, the consumer side is a
+//! temp listener.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pv_xconnect::graph::{LinkSpec, ServiceType};
-use pv_xconnect::link::wayland::{serve, Config};
-use pv_xconnect::link::{LinkStats, Session, Upstream};
+use pv_e2e::Proxy;
+use pv_testkit::require_tool;
+use pv_xconnect::graph::ServiceType;
 use pv_xconnect::shutdown::Shutdown;
+use pv_xconnect::test_util::LinkSpecBuilder;
 use tokio::net::UnixListener;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -26,49 +27,17 @@ async fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-fn session(upstream: &Path, interface: &str) -> Session {
-    let spec = LinkSpec {
-        consumer: "test-client".into(),
-        consumer_pid: 0,
-        provider: "test-compositor".into(),
-        provider_pid: 0,
-        name: "wayland-0".into(),
-        kind: ServiceType::Wayland,
-        role: "any".into(),
-        interface: interface.into(),
-        target: "/run/wayland-0".into(),
-        socket: upstream.to_path_buf(),
-        uid: None,
-    };
-    Session {
-        upstream: Arc::new(Upstream::from_spec(&spec)),
-        spec: Arc::new(spec),
-        stats: Arc::new(LinkStats::default()),
-        shutdown: Shutdown::new(),
-    }
-}
-
-/// A proxy listening on `at`, relaying to `upstream` through `serve`.
-async fn proxy(at: &Path, upstream: &Path, interface: &str) -> Session {
-    let s = session(upstream, interface);
-    let config = Config::prepare(&s.spec, &s.upstream)
-        .await
-        .expect("prepare");
-    let listener = UnixListener::bind(at).expect("bind proxy");
-    let sess = s.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = sess.shutdown.cancelled() => break,
-                r = listener.accept() => {
-                    let Ok((stream, _)) = r else { break };
-                    let (c, se) = (config.clone(), sess.clone());
-                    tokio::spawn(async move { serve(&c, stream, &se).await });
-                }
-            }
-        }
-    });
-    s
+/// A wayland link served at `at`, relaying to the compositor at `upstream`.
+async fn proxy(at: &Path, upstream: &Path, interface: &str) -> Proxy {
+    let spec = LinkSpecBuilder::new(ServiceType::Wayland)
+        .consumer("test-client", 0)
+        .provider("test-compositor", 0)
+        .name("wayland-0")
+        .interface(interface)
+        .target(at)
+        .socket(upstream)
+        .arc();
+    Proxy::start(spec).await
 }
 
 /// The control: a byte splice that drops ancillary data, like upstream's C relay.
@@ -95,26 +64,6 @@ async fn plain_splice(at: &Path, upstream: PathBuf) -> Shutdown {
     stop
 }
 
-/// Path of one of our example binaries, built on demand.
-fn example_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
-    let bin = dir.join(name);
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "pv-examples", "--bin", name])
-            .status()
-            .expect("run cargo build");
-        assert!(ok.success(), "building {name} failed");
-    }
-    bin
-}
-
 fn wait_for_path(p: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !p.exists() {
@@ -134,7 +83,7 @@ impl Drop for Reaper {
 
 /// Our compositor on `sock`; its stdout lines arrive on the channel.
 fn our_compositor(sock: &Path) -> (Reaper, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(example_bin("pv-example-wayland-server"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_e2e-wayland-server"))
         .arg("--socket")
         .arg(sock)
         .stdout(Stdio::piped())
@@ -151,18 +100,14 @@ fn our_compositor(sock: &Path) -> (Reaper, std::sync::mpsc::Receiver<String>) {
     (Reaper(child), rx)
 }
 
-/// Weston 10, headless, socket `<runtime>/wl-test`; None (with a message)
-/// when weston is not installed.
-fn weston(runtime: &Path) -> Option<(Reaper, PathBuf)> {
-    if Command::new("weston").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: weston is not installed (ci/install-deps.sh installs it)");
-        return None;
-    }
+/// Weston 10, headless, socket `<runtime>/wl-test`.
+fn weston(runtime: &Path) -> (Reaper, PathBuf) {
+    let weston = require_tool("weston");
     std::fs::create_dir_all(runtime).expect("runtime dir");
     let mut perms = std::fs::metadata(runtime).expect("meta").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
     std::fs::set_permissions(runtime, perms).expect("chmod runtime");
-    let child = Command::new("weston")
+    let child = Command::new(weston)
         .args([
             "--backend=headless-backend.so",
             "--socket=wl-test",
@@ -176,12 +121,11 @@ fn weston(runtime: &Path) -> Option<(Reaper, PathBuf)> {
         .expect("start weston");
     let sock = runtime.join("wl-test");
     wait_for_path(&sock);
-    Some((Reaper(child), sock))
+    (Reaper(child), sock)
 }
 
 async fn run_client(display: &Path) -> std::process::Output {
-    let bin = example_bin("pv-example-wayland-client");
-    tokio::process::Command::new(bin)
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_e2e-wayland-client"))
         .args(["--once", "--timeout", "5"])
         .env("WAYLAND_DISPLAY", display)
         .output()
@@ -222,19 +166,14 @@ async fn our_client_frame_reaches_our_compositor_intact() {
     assert!(out.status.success(), "client failed: {out:?}");
     let sum = frame_of(&out).expect("client printed its frame");
     expect_commit(&log, &sum);
-    assert!(
-        s.stats
-            .bytes_relayed
-            .load(std::sync::atomic::Ordering::Relaxed)
-            > 100
-    );
-    s.shutdown.cancel();
+    assert!(s.stats.bytes() > 100);
+    s.stop();
 }
 
 /// Run weston-simple-shm against `display` for a second with protocol
 /// logging; returns (still running at the end, frames presented, stderr).
 async fn simple_shm(display: &Path) -> (bool, usize, String) {
-    let mut child = tokio::process::Command::new("weston-simple-shm")
+    let mut child = tokio::process::Command::new(require_tool("weston-simple-shm"))
         .env("WAYLAND_DISPLAY", display)
         .env("WAYLAND_DEBUG", "client")
         .stdout(Stdio::null())
@@ -275,12 +214,10 @@ async fn simple_shm(display: &Path) -> (bool, usize, String) {
 async fn weston_clients_work_through_proxy_but_not_through_a_byte_splice() {
     let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
-    let Some((_weston, sock)) = weston(&dir.path().join("xdg")) else {
-        return;
-    };
+    let (_weston, sock) = weston(&dir.path().join("xdg"));
     let s = proxy(&dir.path().join("proxy"), &sock, "").await;
 
-    let info = tokio::process::Command::new("wayland-info")
+    let info = tokio::process::Command::new(require_tool("wayland-info"))
         .env("WAYLAND_DISPLAY", dir.path().join("proxy"))
         .output()
         .await
@@ -340,7 +277,7 @@ async fn weston_clients_work_through_proxy_but_not_through_a_byte_splice() {
         "wl_compositor,wl_shm,wl_output,xdg_wm_base",
     )
     .await;
-    let info = tokio::process::Command::new("wayland-info")
+    let info = tokio::process::Command::new(require_tool("wayland-info"))
         .env("WAYLAND_DISPLAY", dir.path().join("filtered"))
         .output()
         .await
@@ -366,8 +303,8 @@ async fn weston_clients_work_through_proxy_but_not_through_a_byte_splice() {
         text.contains("x: 0, y: 0"),
         "bound wl_output works:\n{text}"
     );
-    f.shutdown.cancel();
-    s.shutdown.cancel();
+    f.stop();
+    s.stop();
 }
 
 fn tail(s: &str) -> String {
@@ -490,7 +427,7 @@ async fn filter_hides_globals_and_refuses_binding_them() {
     assert!(!out.status.success());
     let direct = run_client(&dir.path().join("w0")).await;
     assert!(direct.status.success(), "compositor unaffected");
-    s.shutdown.cancel();
+    s.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,7 +454,7 @@ async fn malformed_client_is_cut_off_alone() {
     let out = run_client(&dir.path().join("proxy")).await;
     let sum = frame_of(&out).expect("a well-behaved client still works");
     expect_commit(&log, &sum);
-    s.shutdown.cancel();
+    s.stop();
 }
 
 /// Connect, read the registry, pass an fd with a half-written message, and
@@ -580,13 +517,15 @@ async fn twenty_vanishing_clients_leave_no_fds_behind() {
         "fds leaked: {} now, {baseline} before",
         fd_count()
     );
-    s.shutdown.cancel();
+    s.stop();
 }
 
 /// One recvmsg: (offset of its first byte in the stream, length, inodes of
 /// the fds that came with it).
 type Chunk = (usize, usize, Vec<u64>);
 
+// Received fds arrive as raw numbers: taking ownership needs `unsafe`.
+#[allow(unsafe_code)]
 fn recv_chunks(sock: &StdStream, total: usize) -> Vec<Chunk> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -721,5 +660,5 @@ async fn each_fd_rides_with_its_own_message_both_ways() {
     })
     .await
     .unwrap();
-    s.shutdown.cancel();
+    s.stop();
 }

@@ -2,27 +2,27 @@
 //! the client each run in their own container, `link::start` joins them as
 //! the manifests describe, and the client must report both checks OK.
 
-#[path = "../../daemon/tests/support/container.rs"]
-mod container;
-
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use container::Container;
-use pv_xconnect::graph::{LinkSpec, ServiceType};
+use pv_testkit::Container;
+use pv_xconnect::graph::ServiceType;
 use pv_xconnect::link;
 use pv_xconnect::shutdown::Shutdown;
+use pv_xconnect::test_util::LinkSpecBuilder;
 
+/// One of the examples' manifests.
 fn manifest(rel: &str) -> serde_json::Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples-containers")
+        .join(rel);
     serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_client_reports_echo_and_fd_ok_through_the_link() {
-    let server_bin = env!("CARGO_BIN_EXE_pv-example-unix-server");
-    let client_bin = env!("CARGO_BIN_EXE_pv-example-unix-client");
+    let server_bin = env!("CARGO_BIN_EXE_e2e-unix-server");
+    let client_bin = env!("CARGO_BIN_EXE_e2e-unix-client");
     let bin_dir = Path::new(server_bin).parent().unwrap();
 
     // The link as Pantavisor would build it from the two manifests.
@@ -49,19 +49,13 @@ async fn unix_client_reports_echo_and_fd_ok_through_the_link() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("unix-echo FAIL"));
 
-    let spec = Arc::new(LinkSpec {
-        consumer: client.name.clone(),
-        consumer_pid: client.pid,
-        provider: server.name.clone(),
-        provider_pid: server.pid,
-        name: export["name"].as_str().unwrap().into(),
-        kind: ServiceType::Unix,
-        role: "any".into(),
-        interface: "unix".into(),
-        target: PathBuf::from(target),
-        socket: PathBuf::from(socket),
-        uid: None,
-    });
+    let spec = LinkSpecBuilder::new(ServiceType::Unix)
+        .consumer(&client.name, client.pid)
+        .provider(&server.name, server.pid)
+        .name(export["name"].as_str().unwrap())
+        .target(target)
+        .socket(socket)
+        .arc();
     let root = Shutdown::new();
     let h = link::start(spec, &root).await.expect("link starts");
     let out = tokio::task::spawn_blocking(move || {

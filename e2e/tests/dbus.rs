@@ -1,16 +1,13 @@
 //! `dbus` mediation against the real thing: Debian's dbus-daemon with the
 //! example container's policy, the example service, and third-party
 //! clients (libdbus's dbus-send, GLib's gdbus, systemd's busctl) plus zbus,
-//! all going through `link::dbus::serve`.
-
-#[path = "support/dbus_fixture.rs"]
-mod dbus_fixture;
+//! all going through the daemon's accept loop and `link::dbus`.
 
 use std::io::{Seek, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use dbus_fixture::Bus;
+use pv_e2e::dbus::Bus;
 use pv_examples::dbus::{ExampleProxy, INFO, NAME, PATH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -21,16 +18,14 @@ const T: Duration = Duration::from_secs(20);
 async fn run(prog: &str, args: &[&str]) -> (bool, String, String) {
     let out = tokio::time::timeout(
         T,
-        tokio::process::Command::new(prog)
+        tokio::process::Command::new(pv_testkit::require_tool(prog))
             .args(args)
             .kill_on_drop(true)
             .output(),
     )
     .await
     .unwrap_or_else(|_| panic!("{prog} {args:?} timed out"))
-    .unwrap_or_else(|e| {
-        panic!("{prog} missing ({e}): apt-get install dbus-bin libglib2.0-bin systemd")
-    });
+    .unwrap_or_else(|e| panic!("{prog}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -204,18 +199,14 @@ async fn whoami_is_the_role_for_every_client_style() {
 /// such user, so reading the host's file would give 65534.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_names_resolve_in_the_providers_passwd() {
-    let passwd = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples-containers/pv-example-dbus-server/rootfs/etc/passwd"
-    ))
-    .unwrap();
+    let passwd = pv_examples::dbus::SERVER_PASSWD;
     assert!(
         !std::fs::read_to_string("/etc/passwd")
             .unwrap()
             .contains("operator:x:1001"),
         "this host has an operator user of its own; the test would prove nothing"
     );
-    let bus = Bus::start_with_passwd(&passwd).await;
+    let bus = Bus::start_with_passwd(passwd).await;
     assert!(bus.provider_pid > 0);
     for (role, want) in [
         ("operator", "1001"),

@@ -1,10 +1,7 @@
 //! GetInfo calls per second through the filtering dbus proxy vs directly
 //! on the provider's bus (one run, real dbus-daemon, zbus client).
-//! `cargo bench -p pv-xconnect --bench dbus [-- CALLS]`. Expectation:
+//! `cargo bench -p pv-e2e --bench dbus [-- CALLS]`. Expectation:
 //! through the proxy ≥ 0.7 × direct.
-
-#[path = "../tests/support/dbus_fixture.rs"]
-mod dbus_fixture;
 
 use std::time::Instant;
 
@@ -38,7 +35,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let bus = dbus_fixture::Bus::start().await;
+        let bus = pv_e2e::dbus::Bus::start().await;
         let proxy = bus.proxy("nobody", "org.pantavisor.Example").await;
         let direct = rate(&bus.address, calls).await;
         let proxied = rate(&proxy.address, calls).await;

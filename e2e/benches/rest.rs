@@ -1,13 +1,10 @@
 //! `rest` link overhead: keep-alive `GET /info` request rate and latency
-//! through `link::rest::serve` versus straight to the provider socket, in one
+//! through a rest link (the daemon's accept loop and `link::rest`) versus straight to the provider socket, in one
 //! run. The provider (the example REST server) and the proxy run on their
 //! own runtimes (one worker each), the client on the bench's main thread.
 //!
-//! `cargo bench -p pv-xconnect --bench rest` (release build); set
+//! `cargo bench -p pv-e2e --bench rest` (release build); set
 //! `REST_BENCH_REQUESTS` to change the request count per connection.
-
-#[path = "../tests/support/rest_proxy.rs"]
-mod rest_proxy;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rest_proxy::{Provider, Proxy};
+use pv_e2e::rest::{self, Provider};
 
 struct Figures {
     rps: f64,
@@ -78,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let proxy = proxy_rt.block_on(Proxy::start(
+    let proxy = proxy_rt.block_on(rest::proxy(
         dir.path(),
         &provider.path,
         "bench-consumer",
