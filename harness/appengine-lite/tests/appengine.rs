@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pv_testkit::require_tool;
 use serde_json::{json, Value};
 
 fn unix_pair(root: &std::path::Path) {

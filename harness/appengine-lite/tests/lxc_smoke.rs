@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use appengine_lite::pvrexport;
 use common::*;
+use pv_testkit::{require_root, require_tool};
 use serde_json::json;
 
 fn lxc_pid(root: &Path, name: &str) -> i64 {

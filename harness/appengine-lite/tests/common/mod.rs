@@ -1,7 +1,7 @@
 //! Shared helpers: build pvtx.d exports, run `pv-appengine` in a temp root
 //! with the process runtime, talk HTTP to its pv-ctrl socket, find the
-//! fixtures, and fail (never skip) when the host lacks something a test
-//! needs.
+//! fixtures. (What a test needs from the host is checked with
+//! pv-testkit's `require_*`, which fail, never skip.)
 
 #![allow(dead_code)]
 
@@ -20,26 +20,6 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/pvrexport")
         .join(name)
-}
-
-/// Fails the test unless it runs as root.
-pub fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test needs root (namespaces, mounts, LXC): run it as root"
-    );
-}
-
-/// Fails the test unless `tool` is on the PATH.
-pub fn require_tool(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "this test needs `{tool}`, which is not installed: ci/install-deps.sh installs it"
-    );
 }
 
 /// A container for the process runtime: run.json, services.json and an
