@@ -51,7 +51,9 @@ def assemble(src, dst, lock=None, members=MEMBERS):
     dst/Cargo.toml (see manifest()), a fresh copy of each member directory
     (modification times kept, so cargo's fingerprints stay valid between
     builds), and `lock` copied to dst/Cargo.lock unless it is already there.
-    Anything else in `dst` is left alone (target/ directories live elsewhere)."""
+    A member's own target/ directory (a build of it alone) is not copied;
+    anything else in `dst` is left alone (cargo's target directory lives
+    elsewhere)."""
     with open(os.path.join(src, "Cargo.toml"), encoding="utf-8") as f:
         root = f.read()
     os.makedirs(dst, exist_ok=True)
@@ -61,8 +63,9 @@ def assemble(src, dst, lock=None, members=MEMBERS):
         out = os.path.join(dst, m)
         if os.path.lexists(out):
             shutil.rmtree(out)
-        shutil.copytree(os.path.join(src, m), out, symlinks=True,
-                        ignore=shutil.ignore_patterns("target"))
+        top = os.path.join(src, m)
+        shutil.copytree(top, out, symlinks=True,
+                        ignore=lambda d, names, top=top: ["target"] if d == top and "target" in names else [])
     with open(os.path.join(dst, "Cargo.toml"), "w", encoding="utf-8") as f:
         f.write(manifest(root, members))
     if lock is not None:
