@@ -37,6 +37,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "meta-layer", "lib"))
+sys.dont_write_bytecode = True  # no __pycache__ in the layer
 from pvxconnect_rs import workspace  # noqa: E402
 
 RECIPE_DIR = os.path.join(ROOT, "meta-layer", "recipes-pv", "pv-xconnect")

@@ -43,6 +43,7 @@ import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "meta-layer", "lib"))
+sys.dont_write_bytecode = True  # no __pycache__ in the layer
 from pvxconnect_rs import workspace  # noqa: E402
 
 RECIPE_PN = "pv-xconnect"
