@@ -416,13 +416,9 @@ mod tests {
 
     #[test]
     fn translate_drops_device_cgroup_and_adds_console() {
-        let conf = std::fs::read_to_string(
-            "/work/shared/fixtures/pvrexport/watchdog_pinger.lxc.container.conf",
-        );
-        let conf = match conf {
-            Ok(c) => c,
-            Err(_) => "lxc.cgroup.devices.allow = a\nlxc.init.cmd = /app/x\n".to_owned(),
-        };
+        // Real pvr output, shared with the harness's tests.
+        let conf =
+            include_str!("../../tests/fixtures/pvrexport/watchdog_pinger.lxc.container.conf");
         let c = Container {
             name: "watchdog_pinger".into(),
             group: "platform".into(),
@@ -439,7 +435,8 @@ mod tests {
             required: vec![],
             optional: vec![],
         };
-        let t = translate_conf(&conf, &Paths::default(), &c, true);
+        assert!(conf.contains("lxc.cgroup.devices.allow"), "fixture changed");
+        let t = translate_conf(conf, &Paths::default(), &c, true);
         assert!(
             !t.lines().any(|l| l.starts_with("lxc.cgroup.devices.allow")),
             "{t}"
@@ -449,7 +446,7 @@ mod tests {
         ));
         assert!(t.contains("lxc.mount.entry = /dev/dri dev/dri none bind"));
         assert!(t.contains("lxc.init.cmd = /app/"));
-        let no_dri = translate_conf(&conf, &Paths::default(), &c, false);
+        let no_dri = translate_conf(conf, &Paths::default(), &c, false);
         assert!(!no_dri.contains("dev/dri"));
     }
 
