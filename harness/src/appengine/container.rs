@@ -252,6 +252,14 @@ impl Container {
             self.detach();
             return;
         }
+        // Before the kill: see docker::RELEASE_LOOP_DEVICES. (Never
+        // dropped inside the runtime today; if it were, skip, not panic.)
+        if tokio::runtime::Handle::try_current().is_err() {
+            let _ = docker::block_on(self.exec(
+                &["sh", "-c", docker::RELEASE_LOOP_DEVICES],
+                Duration::from_secs(10),
+            ));
+        }
         // testcontainers' drop blocks on the removal in the current runtime.
         let _rt = docker::runtime().enter();
         drop(self.inner.take());
