@@ -5,7 +5,8 @@ set -euo pipefail
 
 PKGS=(docker.io lxc squashfs-tools debootstrap socat curl dbus dbus-bin
       libglib2.0-bin busybox-static libdrm-tests netcat-openbsd weston
-      wayland-utils iproute2 jq psmisc procps)
+      wayland-utils iproute2 jq psmisc procps xdg-dbus-proxy python3-websockets
+      systemd)
 
 # Hosts with their own Docker engine (GitHub runners ship docker-ce, which
 # conflicts with Debian's docker.io) keep it.

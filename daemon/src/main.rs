@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use pv_xconnect::ctrl::{self, Source};
+use pv_xconnect::link::{self, dbus, rest};
 use pv_xconnect::reconcile::{self, LinkBackend, Reconciler};
 use pv_xconnect::shutdown::Shutdown;
 use pv_xconnect::status::{self, StatusError};
@@ -51,12 +52,49 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     graph_file: Option<PathBuf>,
 
+    /// rest links: once a request head started arriving, it must be
+    /// complete within this many milliseconds (slow clients are closed).
+    #[arg(long, value_name = "MS", default_value_t = duration_ms(rest::DEFAULT_HEADER_TIMEOUT),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    rest_header_timeout_ms: u64,
+
+    /// rest links: a consumer connection with no request in progress is
+    /// closed after this many milliseconds without traffic.
+    #[arg(long, value_name = "MS", default_value_t = duration_ms(rest::DEFAULT_IDLE_TIMEOUT),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    rest_idle_timeout_ms: u64,
+
+    /// dbus links: a consumer must finish authenticating within this many
+    /// milliseconds; the provider's bus is contacted only afterwards.
+    #[arg(long, value_name = "MS", default_value_t = duration_ms(dbus::DEFAULT_AUTH_TIMEOUT),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    dbus_auth_timeout_ms: u64,
+
     /// The daemon's status socket (served by the daemon, read by `status`).
     #[arg(long, value_name = "PATH", global = true, default_value = status::DEFAULT_SOCKET)]
     status_socket: PathBuf,
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+impl Cli {
+    /// The mediations' settings from the flags.
+    fn link_options(&self) -> link::Options {
+        link::Options {
+            rest: rest::Options {
+                header_timeout: Duration::from_millis(self.rest_header_timeout_ms),
+                idle_timeout: Duration::from_millis(self.rest_idle_timeout_ms),
+            },
+            dbus: dbus::Options {
+                auth_timeout: Duration::from_millis(self.dbus_auth_timeout_ms),
+            },
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,7 +205,7 @@ async fn daemon(cli: Cli) -> anyhow::Result<()> {
     };
 
     let source_task = tokio::spawn(ctrl::run(source, interval, graph_tx, control.clone()));
-    let reconciler = Reconciler::new(LinkBackend::new(links.clone()));
+    let reconciler = Reconciler::new(LinkBackend::with_options(links.clone(), cli.link_options()));
     let mut reconcile_task = tokio::spawn(reconcile::run(
         reconciler,
         graph_rx,

@@ -67,18 +67,24 @@ pub trait Backend: Send {
     fn stats(&self, handle: &Self::Handle) -> Option<Arc<LinkStats>>;
 }
 
-/// The real backend: [`link::start`] under the daemon's shutdown token.
+/// The real backend: [`link::start_with`] under the daemon's shutdown
+/// token, with the daemon's [`link::Options`].
 ///
 /// Start and stop run in their own task so a panic in one link's setup is
 /// reported as that link's failure instead of ending the reconciler.
 #[derive(Debug, Clone)]
 pub struct LinkBackend {
     shutdown: Shutdown,
+    options: link::Options,
 }
 
 impl LinkBackend {
     pub fn new(shutdown: Shutdown) -> Self {
-        Self { shutdown }
+        Self::with_options(shutdown, link::Options::default())
+    }
+
+    pub fn with_options(shutdown: Shutdown, options: link::Options) -> Self {
+        Self { shutdown, options }
     }
 }
 
@@ -87,7 +93,8 @@ impl Backend for LinkBackend {
 
     async fn start(&self, spec: Arc<LinkSpec>) -> Result<LinkHandle, String> {
         let parent = self.shutdown.clone();
-        let task = tokio::spawn(async move { link::start(spec, &parent).await });
+        let options = self.options;
+        let task = tokio::spawn(async move { link::start_with(spec, &parent, &options).await });
         match tokio::time::timeout(START_TIMEOUT, task).await {
             Ok(Ok(Ok(handle))) => Ok(handle),
             Ok(Ok(Err(e))) => Err(e.to_string()),

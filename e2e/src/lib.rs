@@ -10,14 +10,17 @@
 //! - [`proxy`]: a link served on a host path by the daemon's own accept
 //!   loop (`link::serve`), the fixture every mediation test drives.
 //! - [`rest`]: the example REST server as a provider, and rest links to it.
-//! - [`dbus`]: dbus-daemon with the example bus configuration and service,
-//!   and dbus links to it.
+//! - [`dbus`]: dbus-daemon with the example bus configuration and service
+//!   (plus a service links must hide), dbus links to it, and [`dbus::raw`],
+//!   a hand-written client for what libraries refuse to send.
 //! - `src/bin/e2e-*`: the example programs these tests run (unix and
 //!   wayland pairs), built from `pv_examples` so that cargo builds them for
-//!   this crate's tests (`CARGO_BIN_EXE_e2e-*`).
+//!   this crate's tests (`CARGO_BIN_EXE_e2e-*`); `e2e-dbus-link` serves one
+//!   dbus link in a process of its own, for memory measurements.
 //!
-//! Tests: `tests/{unix_example,wayland,wayland_ns,rest,dbus}.rs` (root:
-//! namespaces, dbus-daemon, weston). Benchmarks: `cargo bench -p pv-e2e
+//! Tests: `tests/{unix_example,wayland,wayland_ns,rest,rest_hostile,dbus,
+//! dbus_hostile,dbus_parity,dbus_memory}.rs` (root: namespaces,
+//! dbus-daemon, xdg-dbus-proxy, weston, python3-websockets). Benchmarks: `cargo bench -p pv-e2e
 //! --bench rest` and `--bench dbus`.
 
 pub mod dbus;

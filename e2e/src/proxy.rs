@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pv_xconnect::graph::LinkSpec;
-use pv_xconnect::link::{self, LinkStats, Mediation};
+use pv_xconnect::link::{self, LinkStats, Mediation, Options};
 use pv_xconnect::shutdown::Shutdown;
 use tokio::net::UnixListener;
 
@@ -25,8 +25,15 @@ impl Proxy {
     /// Prepare `spec`'s mediation and serve it at `spec.target` (a host
     /// path) on the current runtime.
     pub async fn start(spec: Arc<LinkSpec>) -> Proxy {
+        Self::start_with(spec, &Options::default()).await
+    }
+
+    /// [`Proxy::start`] with daemon options (timeouts) of its own.
+    pub async fn start_with(spec: Arc<LinkSpec>, options: &Options) -> Proxy {
         let path = spec.target.clone();
-        let mediation = Mediation::prepare(spec).await.expect("prepare the link");
+        let mediation = Mediation::prepare_with(spec, options)
+            .await
+            .expect("prepare the link");
         let listener =
             UnixListener::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
         let stats = Arc::new(LinkStats::default());

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use pv_examples::rest::ServerStats;
 use pv_xconnect::graph::ServiceType;
+use pv_xconnect::link::Options;
 use pv_xconnect::test_util::LinkSpecBuilder;
 
 use crate::Proxy;
@@ -66,6 +67,17 @@ impl Drop for Provider {
 /// A `rest` link from `consumer` with `role` to the provider at
 /// `provider_socket` (a host path), served at `<dir>/consumer.sock`.
 pub async fn proxy(dir: &Path, provider_socket: &Path, consumer: &str, role: &str) -> Proxy {
+    proxy_with(dir, provider_socket, consumer, role, &Options::default()).await
+}
+
+/// [`proxy`] with daemon options of its own (timeouts).
+pub async fn proxy_with(
+    dir: &Path,
+    provider_socket: &Path,
+    consumer: &str,
+    role: &str,
+    options: &Options,
+) -> Proxy {
     let spec = LinkSpecBuilder::new(ServiceType::Rest)
         .consumer(consumer, 0)
         .provider("pv-example-rest-server", 0)
@@ -74,5 +86,5 @@ pub async fn proxy(dir: &Path, provider_socket: &Path, consumer: &str, role: &st
         .target(dir.join("consumer.sock"))
         .socket(provider_socket)
         .arc();
-    Proxy::start(spec).await
+    Proxy::start_with(spec, options).await
 }

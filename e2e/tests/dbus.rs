@@ -312,54 +312,58 @@ async fn filtering_follows_the_interface() {
     let bus = Bus::start().await;
     let open = bus.proxy("root", "dbus").await;
     let filtered = bus.proxy("root", "org.pantavisor.Example").await;
-    let systemd = [
-        "--dest=org.freedesktop.systemd1",
-        "/org/freedesktop/systemd1",
-        "org.freedesktop.systemd1.Manager.ListUnits",
+    let hidden = [
+        "--dest=org.pantavisor.Hidden",
+        "/org/pantavisor/Hidden",
+        "org.pantavisor.Hidden.Secret",
     ];
 
-    let (ok, _, err) = run(
+    // The default interface filters nothing: the service no link grants
+    // answers, and ListNames shows it.
+    let (ok, out, err) = run(
         "dbus-send",
         &[
             &format!("--bus={}", open.address),
             "--print-reply",
-            systemd[0],
-            systemd[1],
-            systemd[2],
+            hidden[0],
+            hidden[1],
+            hidden[2],
         ],
     )
     .await;
-    assert!(!ok);
     assert!(
-        !err.contains("pv-xconnect"),
+        ok && out.contains("secret"),
         "default interface must not filter: {err}"
     );
     let (ok, out, err) = dbus_send(&open.address, "org.freedesktop.DBus.ListNames", &[]).await;
     assert!(
-        ok && out.contains(NAME),
+        ok && out.contains(NAME) && out.contains("org.pantavisor.Hidden"),
         "ListNames unfiltered: {out} {err}"
     );
 
+    // Filtered: the hidden service looks absent, ListNames leaves it out.
     let (ok, _, err) = run(
         "dbus-send",
         &[
             &format!("--bus={}", filtered.address),
             "--print-reply",
-            systemd[0],
-            systemd[1],
-            systemd[2],
+            hidden[0],
+            hidden[1],
+            hidden[2],
         ],
     )
     .await;
     assert!(!ok);
-    assert!(
-        err.contains("AccessDenied") && err.contains("pv-xconnect"),
-        "{err}"
+    assert!(err.contains("ServiceUnknown"), "{err}");
+    assert_eq!(
+        bus.hidden_calls(),
+        1,
+        "only the unfiltered call got through"
     );
-    let (ok, _, err) = dbus_send(&filtered.address, "org.freedesktop.DBus.ListNames", &[]).await;
+    let (ok, out, err) = dbus_send(&filtered.address, "org.freedesktop.DBus.ListNames", &[]).await;
     assert!(
-        !ok && err.contains("AccessDenied"),
-        "ListNames filtered: {err}"
+        ok && out.contains(NAME) && !out.contains("org.pantavisor.Hidden"),
+        "ListNames filtered: {out} {err}"
     );
     // Harmless driver calls and standard interfaces still work.
     let (ok, _, err) = dbus_send(

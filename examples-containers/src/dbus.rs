@@ -153,7 +153,9 @@ pub async fn client_main(socket: &str, once: bool) -> anyhow::Result<()> {
 
 /// What `pv-example-dbus-attacker` tries; each entry is (attempt, refused,
 /// detail). An attempt counts as refused only if the proxy (or the bus)
-/// said no: `AccessDenied`, or an identity other than the one claimed.
+/// said no: `AccessDenied`, a name that looks absent (a filtered link
+/// answers for hidden names exactly as the bus does for absent ones), or an
+/// identity other than the one claimed.
 pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>> {
     let mut out = Vec::new();
     let conn = connect(socket, Duration::from_secs(60)).await?;
@@ -161,7 +163,7 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
     let what = format!("own {NAME}");
     out.push(match conn.request_name(NAME).await {
         Ok(()) => (what, false, "name acquired".into()),
-        Err(e) => (what, is_access_denied(&e), e.to_string()),
+        Err(e) => (what, is_refused(&e), e.to_string()),
     });
 
     let what = "call org.freedesktop.systemd1".to_owned();
@@ -176,7 +178,7 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
         .await;
     out.push(match r {
         Ok(_) => (what, false, "call answered".into()),
-        Err(e) => (what, is_access_denied(&e), e.to_string()),
+        Err(e) => (what, is_refused(&e), e.to_string()),
     });
 
     let what = "claim uid 0".to_owned();
@@ -185,7 +187,7 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
         Ok(c) => match ExampleProxy::new(&c).await?.who_am_i().await {
             Ok(0) => (what, false, "bus sees uid 0".into()),
             Ok(uid) => (what, true, format!("bus sees uid {uid}")),
-            Err(e) => (what, is_access_denied(&e), e.to_string()),
+            Err(e) => (what, is_refused(&e), e.to_string()),
         },
     });
     Ok(out)
@@ -234,12 +236,20 @@ async fn read_sasl_line(stream: &mut tokio::net::UnixStream) -> zbus::Result<Str
     Ok(line.trim_end().to_owned())
 }
 
-fn is_access_denied(e: &zbus::Error) -> bool {
+fn is_refused(e: &zbus::Error) -> bool {
     match e {
-        zbus::Error::MethodError(name, _, _) => {
-            name.as_str() == "org.freedesktop.DBus.Error.AccessDenied"
-        }
-        zbus::Error::FDO(f) => matches!(**f, zbus::fdo::Error::AccessDenied(_)),
+        zbus::Error::MethodError(name, _, _) => matches!(
+            name.as_str(),
+            "org.freedesktop.DBus.Error.AccessDenied"
+                | "org.freedesktop.DBus.Error.ServiceUnknown"
+                | "org.freedesktop.DBus.Error.NameHasNoOwner"
+        ),
+        zbus::Error::FDO(f) => matches!(
+            **f,
+            zbus::fdo::Error::AccessDenied(_)
+                | zbus::fdo::Error::ServiceUnknown(_)
+                | zbus::fdo::Error::NameHasNoOwner(_)
+        ),
         _ => false,
     }
 }

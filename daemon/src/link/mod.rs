@@ -218,6 +218,14 @@ impl Drop for LinkHandle {
     }
 }
 
+/// Daemon-wide settings of the mediations (the daemon's command-line
+/// flags); every link gets the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    pub rest: rest::Options,
+    pub dbus: dbus::Options,
+}
+
 /// A link's mediation, prepared once when the link starts: the link, its
 /// provider and the per-type configuration its sessions share.
 #[derive(Debug)]
@@ -238,8 +246,16 @@ enum Kind {
 impl Mediation {
     /// Check the provider's pid and compute the link's per-type
     /// configuration. `drm` (a device node, see [`drm::install`]) and
-    /// unsupported types have no socket mediation.
+    /// unsupported types have no socket mediation. Default [`Options`].
     pub async fn prepare(spec: Arc<LinkSpec>) -> Result<Mediation, LinkError> {
+        Self::prepare_with(spec, &Options::default()).await
+    }
+
+    /// [`Mediation::prepare`] with the daemon's [`Options`].
+    pub async fn prepare_with(
+        spec: Arc<LinkSpec>,
+        options: &Options,
+    ) -> Result<Mediation, LinkError> {
         let provider = Arc::new(Provider {
             name: spec.provider.clone(),
             pid: ProviderPid::new(spec.provider_pid)?,
@@ -247,8 +263,10 @@ impl Mediation {
         });
         let kind = match &spec.kind {
             ServiceType::Unix => Kind::Unix,
-            ServiceType::Rest => Kind::Rest(rest::Config::prepare(&spec)?),
-            ServiceType::Dbus => Kind::Dbus(dbus::Config::prepare(&spec, &provider).await?),
+            ServiceType::Rest => Kind::Rest(rest::Config::prepare(&spec, &options.rest)?),
+            ServiceType::Dbus => {
+                Kind::Dbus(dbus::Config::prepare(&spec, &provider, &options.dbus).await?)
+            }
             ServiceType::Wayland => Kind::Wayland(wayland::Config::prepare(&spec)),
             other => {
                 return Err(LinkError::Refused(format!(
@@ -273,9 +291,18 @@ impl Mediation {
     }
 }
 
+/// Set up a link with default [`Options`]: see [`start_with`].
+pub async fn start(spec: Arc<LinkSpec>, parent: &Shutdown) -> Result<LinkHandle, LinkError> {
+    start_with(spec, parent, &Options::default()).await
+}
+
 /// Set up a link: check its pids, prepare its mediation, inject into the
 /// consumer and serve. `parent` is the daemon's shutdown token.
-pub async fn start(spec: Arc<LinkSpec>, parent: &Shutdown) -> Result<LinkHandle, LinkError> {
+pub async fn start_with(
+    spec: Arc<LinkSpec>,
+    parent: &Shutdown,
+    options: &Options,
+) -> Result<LinkHandle, LinkError> {
     let pids = LinkPids::of(&spec)?;
     let stats = Arc::new(LinkStats::default());
     let shutdown = parent.child_token();
@@ -290,7 +317,7 @@ pub async fn start(spec: Arc<LinkSpec>, parent: &Shutdown) -> Result<LinkHandle,
         });
     }
 
-    let mediation = Mediation::prepare(spec.clone()).await?;
+    let mediation = Mediation::prepare_with(spec.clone(), options).await?;
     let (std_listener, injected) = ns::inject_socket(pids.consumer, &spec.target).await?;
     let listener = std_listener
         .set_nonblocking(true)

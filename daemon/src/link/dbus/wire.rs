@@ -1,18 +1,25 @@
 //! D-Bus message framing: just enough of the wire format to route on.
 //!
-//! Like mini-redis's `frame.rs`, [`check`] looks at the fixed 16-byte
-//! prologue and says how long the message is (or that more bytes are
-//! needed) without allocating; [`parse`] then reads the header fields of one
-//! complete message. Bodies are never decoded, except a leading string
-//! argument ([`first_string_arg`]) for the few bus-driver calls the policy
-//! routes on. Everything is bounded: total size, header-field array size,
-//! container nesting depth. Both endiannesses are accepted; messages the
-//! proxy writes itself ([`error_reply`]) are little-endian.
+//! Like mini-redis's `frame.rs`, [`frame`] looks at the fixed 16-byte
+//! prologue and says where the header ends and how long the body is (or
+//! that more bytes are needed) without allocating; [`parse_header`] then
+//! reads the header fields, which is all the proxy routes on: a body can
+//! stream through without ever being held whole. Bodies are decoded only
+//! for the few messages the filter must read (bus-driver calls and
+//! replies, `NameOwnerChanged`): [`first_string_arg`], [`string_args`],
+//! [`string_array_arg`], given the body alone. Everything is bounded: total
+//! size, header size ([`MAX_HEADER`]), container nesting depth. Both
+//! endiannesses are accepted; messages the proxy writes itself
+//! ([`method_call`], [`error_reply`], [`method_return`]) are little-endian.
 
 /// Largest message the specification allows (128 MiB).
 pub const MAX_MESSAGE: usize = 1 << 27;
 /// Largest array (and so header-field array) the specification allows.
 pub const MAX_ARRAY: usize = 1 << 26;
+/// Largest header (prologue and header fields) accepted. Real headers are
+/// a few hundred bytes; the specification's bound (64 MiB of fields)
+/// would let one message pin that much memory before any decision.
+pub const MAX_HEADER: usize = 64 * 1024;
 /// Containers may nest 32 arrays plus 32 structs deep.
 const MAX_DEPTH: u32 = 64;
 /// The fixed prologue: endianness, type, flags, version, body length,
@@ -21,6 +28,8 @@ pub const PROLOGUE: usize = 16;
 
 /// Header flag: the sender does not want a reply.
 pub const NO_REPLY_EXPECTED: u8 = 0x1;
+/// Header flag: the bus must not start a service to deliver the call.
+pub const NO_AUTO_START: u8 = 0x2;
 
 /// Why bytes are not a D-Bus message. Any of these closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,9 +85,23 @@ impl Header {
     }
 }
 
-/// How long the message at the start of `buf` is, `None` if fewer than
+/// Where one message's parts lie, read from its prologue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Prologue and header fields, padded to 8: where the body starts.
+    pub header_len: usize,
+    pub body_len: usize,
+}
+
+impl Frame {
+    pub fn total(&self) -> usize {
+        self.header_len + self.body_len
+    }
+}
+
+/// The frame of the message at the start of `buf`, `None` if fewer than
 /// [`PROLOGUE`] bytes are buffered. Rejects garbage as early as possible.
-pub fn check(buf: &[u8]) -> Result<Option<usize>, WireError> {
+pub fn frame(buf: &[u8]) -> Result<Option<Frame>, WireError> {
     if buf.len() < PROLOGUE {
         // Reject a bad first byte right away so garbage does not wait for
         // 16 bytes that may never come.
@@ -94,19 +117,28 @@ pub fn check(buf: &[u8]) -> Result<Option<usize>, WireError> {
     if buf[3] != 1 {
         return Err(WireError::Version(buf[3]));
     }
-    let body = u32_at(buf, 4, big) as usize;
+    let body_len = u32_at(buf, 4, big) as usize;
     let fields = u32_at(buf, 12, big) as usize;
-    if fields > MAX_ARRAY {
+    if fields > MAX_HEADER - PROLOGUE {
         return Err(WireError::TooLong(fields));
     }
-    let total = PROLOGUE
-        .checked_add(align8(fields))
-        .and_then(|n| n.checked_add(body))
+    let header_len = PROLOGUE + align8(fields);
+    let total = header_len
+        .checked_add(body_len)
         .ok_or(WireError::TooLong(usize::MAX))?;
     if total > MAX_MESSAGE {
         return Err(WireError::TooLong(total));
     }
-    Ok(Some(total))
+    Ok(Some(Frame {
+        header_len,
+        body_len,
+    }))
+}
+
+/// How long the message at the start of `buf` is, `None` if fewer than
+/// [`PROLOGUE`] bytes are buffered.
+pub fn check(buf: &[u8]) -> Result<Option<usize>, WireError> {
+    Ok(frame(buf)?.map(|f| f.total()))
 }
 
 /// Parse the header of one complete message (`msg.len()` must be what
@@ -116,6 +148,18 @@ pub fn parse(msg: &[u8]) -> Result<Header, WireError> {
     if total != msg.len() {
         return Err(WireError::Malformed("length mismatch"));
     }
+    parse_header(msg)
+}
+
+/// Parse a message's header from `head`, which holds at least the first
+/// [`Frame::header_len`] bytes of the message: the body need not have
+/// arrived.
+pub fn parse_header(head: &[u8]) -> Result<Header, WireError> {
+    let f = frame(head)?.ok_or(WireError::Malformed("short message"))?;
+    if head.len() < f.header_len {
+        return Err(WireError::Malformed("short header"));
+    }
+    let msg = head;
     let big = msg[0] == b'B';
     let kind = match msg[1] {
         1 => MessageType::MethodCall,
@@ -129,14 +173,13 @@ pub fn parse(msg: &[u8]) -> Result<Header, WireError> {
     }
     let fields_len = u32_at(msg, 12, big) as usize;
     let fields_end = PROLOGUE + fields_len;
-    let body_offset = PROLOGUE + align8(fields_len);
     let mut h = Header {
         big_endian: big,
         kind,
         flags: msg[2],
         serial,
-        body_offset,
-        body_len: u32_at(msg, 4, big) as usize,
+        body_offset: f.header_len,
+        body_len: f.body_len,
         path: None,
         interface: None,
         member: None,
@@ -198,21 +241,137 @@ pub fn parse(msg: &[u8]) -> Result<Header, WireError> {
     Ok(h)
 }
 
+/// A body reader for `h`'s body (`body` is the body alone: it starts
+/// 8-aligned in the message, so alignment is the same).
+fn body_reader<'a>(body: &'a [u8], h: &Header) -> Option<Reader<'a>> {
+    Some(Reader {
+        buf: body.get(..h.body_len)?,
+        pos: 0,
+        big: h.big_endian,
+    })
+}
+
 /// The body's first argument if it is a string or object path (e.g. the
 /// name in `RequestName`), `None` otherwise or if it does not decode.
-pub fn first_string_arg(msg: &[u8], h: &Header) -> Option<String> {
-    let sig = h.signature.as_deref()?;
-    let t = *sig.as_bytes().first()?;
+pub fn first_string_arg(body: &[u8], h: &Header) -> Option<String> {
+    let t = *h.signature.as_deref()?.as_bytes().first()?;
     if t != b's' && t != b'o' {
         return None;
     }
-    let end = h.body_offset.checked_add(h.body_len)?;
-    let mut r = Reader {
-        buf: msg.get(..end)?,
-        pos: h.body_offset,
-        big: h.big_endian,
-    };
-    r.string().ok()
+    body_reader(body, h)?.string().ok()
+}
+
+/// Every argument, when the signature is made of strings only (e.g.
+/// `NameOwnerChanged`'s `sss`); `None` otherwise or if it does not decode.
+pub fn string_args(body: &[u8], h: &Header) -> Option<Vec<String>> {
+    let sig = h.signature.as_deref()?;
+    if sig.is_empty() || !sig.bytes().all(|c| c == b's' || c == b'o') {
+        return None;
+    }
+    let mut r = body_reader(body, h)?;
+    let args = sig
+        .bytes()
+        .map(|_| r.string().ok())
+        .collect::<Option<Vec<_>>>()?;
+    (r.pos == r.buf.len()).then_some(args)
+}
+
+/// The body's only argument when it is an array of strings (the reply to
+/// `ListNames`); `None` otherwise or if it does not decode.
+pub fn string_array_arg(body: &[u8], h: &Header) -> Option<Vec<String>> {
+    if h.signature.as_deref()? != "as" {
+        return None;
+    }
+    let mut r = body_reader(body, h)?;
+    let n = r.u32().ok()? as usize;
+    let end = r.need(n).ok()?;
+    let mut out = Vec::new();
+    while r.pos < end {
+        out.push(r.string().ok()?);
+    }
+    (r.pos == end && end == r.buf.len()).then_some(out)
+}
+
+/// A header field the proxy writes.
+enum Field<'a> {
+    Str(u8, u8, &'a str),
+    U32(u8, u32),
+}
+
+/// A little-endian message of `kind` with these header fields and an
+/// already marshalled body of signature `sig`.
+fn message(
+    kind: u8,
+    flags: u8,
+    serial: u32,
+    fields: &[Field<'_>],
+    sig: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut m = vec![b'l', kind, flags, 1];
+    m.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    m.extend_from_slice(&serial.to_le_bytes());
+    m.extend_from_slice(&[0; 4]); // fields length, patched below
+    for f in fields {
+        pad_to(&mut m, 8);
+        match f {
+            Field::Str(code, t, v) => {
+                m.extend_from_slice(&[*code, 1, *t, 0]);
+                if *t == b'g' {
+                    m.push(v.len() as u8);
+                    m.extend_from_slice(v.as_bytes());
+                    m.push(0);
+                } else {
+                    put_string(&mut m, v);
+                }
+            }
+            Field::U32(code, v) => {
+                m.extend_from_slice(&[*code, 1, b'u', 0]);
+                m.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    if !sig.is_empty() {
+        pad_to(&mut m, 8);
+        m.extend_from_slice(&[8, 1, b'g', 0, sig.len() as u8]);
+        m.extend_from_slice(sig.as_bytes());
+        m.push(0);
+    }
+    let fields_len = (m.len() - PROLOGUE) as u32;
+    m[12..16].copy_from_slice(&fields_len.to_le_bytes());
+    pad_to(&mut m, 8);
+    m.extend_from_slice(body);
+    m
+}
+
+/// A method call whose arguments are all strings.
+pub fn method_call(
+    serial: u32,
+    flags: u8,
+    destination: &str,
+    path: &str,
+    interface: &str,
+    member: &str,
+    args: &[&str],
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for a in args {
+        put_string(&mut body, a);
+    }
+    let sig = "s".repeat(args.len());
+    message(
+        1,
+        flags,
+        serial,
+        &[
+            Field::Str(1, b'o', path),
+            Field::Str(6, b's', destination),
+            Field::Str(2, b's', interface),
+            Field::Str(3, b's', member),
+        ],
+        &sig,
+        &body,
+    )
 }
 
 /// A little-endian `ERROR` message from `org.freedesktop.DBus` to
@@ -226,31 +385,44 @@ pub fn error_reply(
 ) -> Vec<u8> {
     let mut body = Vec::with_capacity(text.len() + 5);
     put_string(&mut body, text);
-
-    let mut m = vec![b'l', 3, NO_REPLY_EXPECTED, 1];
-    m.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    m.extend_from_slice(&serial.to_le_bytes());
-    m.extend_from_slice(&[0; 4]); // fields length, patched below
-    let field_str = |m: &mut Vec<u8>, code: u8, sig: u8, v: &str| {
-        pad_to(m, 8);
-        m.extend_from_slice(&[code, 1, sig, 0]);
-        put_string(m, v);
-    };
-    field_str(&mut m, 4, b's', error_name);
-    pad_to(&mut m, 8);
-    m.extend_from_slice(&[5, 1, b'u', 0]);
-    m.extend_from_slice(&reply_serial.to_le_bytes());
+    let mut fields = vec![Field::Str(4, b's', error_name), Field::U32(5, reply_serial)];
     if let Some(d) = destination {
-        field_str(&mut m, 6, b's', d);
+        fields.push(Field::Str(6, b's', d));
     }
-    field_str(&mut m, 7, b's', "org.freedesktop.DBus");
-    pad_to(&mut m, 8);
-    m.extend_from_slice(&[8, 1, b'g', 0, 1, b's', 0]);
-    let fields_len = (m.len() - PROLOGUE) as u32;
-    m[12..16].copy_from_slice(&fields_len.to_le_bytes());
-    pad_to(&mut m, 8);
-    m.extend_from_slice(&body);
-    m
+    fields.push(Field::Str(7, b's', "org.freedesktop.DBus"));
+    message(3, NO_REPLY_EXPECTED, serial, &fields, "s", &body)
+}
+
+/// A `METHOD_RETURN` from `org.freedesktop.DBus` to `destination`.
+pub fn method_return(
+    serial: u32,
+    reply_serial: u32,
+    destination: Option<&str>,
+    sig: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut fields = vec![Field::U32(5, reply_serial)];
+    if let Some(d) = destination {
+        fields.push(Field::Str(6, b's', d));
+    }
+    fields.push(Field::Str(7, b's', "org.freedesktop.DBus"));
+    message(2, NO_REPLY_EXPECTED, serial, &fields, sig, body)
+}
+
+/// A marshalled `b` body.
+pub fn bool_body(v: bool) -> Vec<u8> {
+    u32::from(v).to_le_bytes().to_vec()
+}
+
+/// A marshalled `as` body.
+pub fn string_array_body(items: &[&str]) -> Vec<u8> {
+    let mut body = vec![0; 4];
+    for s in items {
+        put_string(&mut body, s);
+    }
+    let n = (body.len() - 4) as u32;
+    body[..4].copy_from_slice(&n.to_le_bytes());
+    body
 }
 
 fn put_string(m: &mut Vec<u8>, s: &str) {
@@ -548,7 +720,10 @@ mod tests {
             h.error_name.as_deref(),
             Some("org.freedesktop.DBus.Error.AccessDenied")
         );
-        assert_eq!(first_string_arg(&m, &h).as_deref(), Some("no"));
+        assert_eq!(
+            first_string_arg(&m[h.body_offset..], &h).as_deref(),
+            Some("no")
+        );
     }
 
     #[test]
@@ -607,7 +782,7 @@ mod proptests {
                 if n <= bytes.len() {
                     if let Ok(h) = parse(&bytes[..n]) {
                         prop_assert!(h.body_offset + h.body_len == n);
-                        let _ = first_string_arg(&bytes[..n], &h);
+                        let _ = first_string_arg(&bytes[h.body_offset..n], &h);
                     }
                 }
             }
@@ -635,7 +810,7 @@ mod proptests {
             prop_assert_eq!(h.serial, serial);
             prop_assert_eq!(h.reply_serial, Some(reply));
             prop_assert_eq!(h.destination.as_deref(), Some(dest.as_str()));
-            prop_assert_eq!(first_string_arg(&m, &h), Some(text));
+            prop_assert_eq!(first_string_arg(&m[h.body_offset..], &h), Some(text));
         }
     }
 

@@ -6,8 +6,14 @@
 //! (opened at the first request, re-opened when the provider closes it). So:
 //!
 //! - every request of a connection, keep-alive or pipelined, goes through
-//!   [`headers::Identity::apply`] (consumer-sent `X-PV-Client` / `X-PV-Role`
-//!   removed, ours inserted; identity headers in chunked trailers dropped);
+//!   [`headers::sanitize_request`]: every spelling of `X-PV-Client` /
+//!   `X-PV-Role` removed and ours inserted, hop-by-hop headers and those
+//!   `Connection` names removed, an `h2c` upgrade offer dropped (identity
+//!   headers in chunked trailers are dropped too); responses lose their
+//!   hop-by-hop headers ([`headers::sanitize_response`]);
+//! - a request head must arrive within the header timeout once it started,
+//!   and a connection with no request in progress is closed after the idle
+//!   timeout ([`timeouts`], [`Options`]);
 //! - bodies stream frame by frame in both directions with backpressure
 //!   (memory per connection is bounded by the read buffers, see
 //!   [`MAX_BUF`]); `Expect: 100-continue` is answered when the provider
@@ -25,10 +31,12 @@
 //! Bytes relayed (bodies and upgraded streams) are counted in
 //! [`LinkStats::bytes_relayed`](super::LinkStats).
 //!
-//! [`headers`] holds the identity headers and their rules; this module the
-//! proxy around them.
+//! [`headers`] holds the header rules, [`timeouts`] the two clocks; this
+//! module the proxy around them. The per-link connection cap is the
+//! accept loop's (shared with every link type).
 
 pub mod headers;
+pub mod timeouts;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,6 +44,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -53,25 +62,54 @@ use crate::graph::LinkSpec;
 use crate::logging::link_event;
 use crate::shutdown::Shutdown;
 use headers::Identity;
+use timeouts::{Activity, InFlight, Watched};
 
 /// Largest request head (request line and headers) accepted; larger → 431.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Read/write buffer cap per side of a connection.
 pub const MAX_BUF: usize = 128 * 1024;
 
+/// Default for [`Options::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Options::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Daemon-wide settings of rest links (command-line flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// How long a request head may take from its first byte to its end.
+    pub header_timeout: Duration,
+    /// How long a connection may sit with no request in progress and no
+    /// byte arriving before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// Per-link configuration, computed once when the link starts.
 #[derive(Debug, Clone)]
 pub struct Config {
     identity: Identity,
+    options: Options,
 }
 
 impl Config {
     /// Header values: `X-PV-Client` = consumer name, `X-PV-Role` = role
     /// (`any` when empty).
-    pub fn prepare(spec: &LinkSpec) -> anyhow::Result<Self> {
+    pub fn prepare(spec: &LinkSpec, options: &Options) -> anyhow::Result<Self> {
         let identity = Identity::new(&spec.consumer, &spec.role)
             .with_context(|| format!("rest link {}/{}", spec.consumer, spec.name))?;
-        Ok(Self { identity })
+        Ok(Self {
+            identity,
+            options: *options,
+        })
     }
 }
 
@@ -97,20 +135,41 @@ pub async fn serve(
         relays: relays.clone(),
         shutdown: session.shutdown.clone(),
     });
-    let service = hyper::service::service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.forward(req).await) }
-    });
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            let in_flight = activity.begin();
+            async move { Ok::<_, Infallible>(proxy.forward(req, in_flight).await) }
+        })
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .half_close(true)
         .max_header_size(MAX_HEAD)
         .max_buf_size(MAX_BUF)
-        .serve_connection(TokioIo::new(consumer), service)
+        .serve_connection(
+            TokioIo::new(Watched::new(consumer, activity.clone())),
+            service,
+        )
         .with_upgrades();
+    let Options {
+        header_timeout,
+        idle_timeout,
+    } = config.options;
     let result = tokio::select! {
         r = conn => r.map_err(anyhow::Error::from),
         () = drivers.drive() => Ok(()),
         () = session.shutdown.cancelled() => Ok(()),
+        why = activity.expired(header_timeout, idle_timeout) => {
+            if why == "idle" {
+                Ok(())
+            } else {
+                return Err(SessionError::Fault(anyhow::anyhow!(
+                    "rest: consumer closed: {why} ({header_timeout:?})"
+                )));
+            }
+        }
     };
     // Only upgraded streams may still be running; a provider connection that
     // is handing its stream over to one needs driving until it has.
@@ -179,26 +238,34 @@ enum ProviderError {
 }
 
 impl Proxy {
-    async fn forward(&self, mut req: Request<Incoming>) -> Response<ConsumerBody> {
-        self.identity.apply(req.headers_mut());
-        // Two framings at once is a smuggling vector; hyper has decoded the
-        // body by Transfer-Encoding, so the provider must see only that.
-        if req.headers().contains_key(header::TRANSFER_ENCODING) {
-            req.headers_mut().remove(header::CONTENT_LENGTH);
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        in_flight: InFlight,
+    ) -> Response<ConsumerBody> {
+        let upgrade = headers::sanitize_request(req.headers_mut(), &self.identity);
+        if upgrade.h2c_refused {
+            link_event!(
+                tracing::Level::DEBUG,
+                self.spec,
+                "rest: Upgrade: h2c dropped (HTTP/2 would bypass the proxy)"
+            );
         }
-        let consumer_upgrade = req
-            .headers()
-            .contains_key(header::UPGRADE)
+        let consumer_upgrade = upgrade
+            .offered
+            .is_some()
             .then(|| hyper::upgrade::on(&mut req));
         let req = req.map(|body| Counted::new(body, self.stats.clone(), true));
 
         let mut res = match self.send(req).await {
             Ok(res) => res,
-            Err(e) => return self.bad_gateway(&e),
+            Err(e) => return self.bad_gateway(&e, in_flight),
         };
+        let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::sanitize_response(res.headers_mut(), switching && consumer_upgrade.is_some());
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(consumer_upgrade) = consumer_upgrade else {
-                return self.bad_gateway(&ProviderError::UnaskedUpgrade);
+                return self.bad_gateway(&ProviderError::UnaskedUpgrade, in_flight);
             };
             let provider_upgrade = hyper::upgrade::on(&mut res);
             let stats = self.stats.clone();
@@ -220,7 +287,11 @@ impl Proxy {
                 }
             });
         }
-        res.map(|body| Counted::new(body, self.stats.clone(), false).boxed_unsync())
+        res.map(|body| {
+            let mut body = Counted::new(body, self.stats.clone(), false);
+            body.in_flight = Some(in_flight);
+            body.boxed_unsync()
+        })
     }
 
     /// Send on the current provider connection, (re)connecting when there
@@ -259,8 +330,10 @@ impl Proxy {
     }
 
     /// The consumer's answer when the provider gave none.
-    fn bad_gateway(&self, err: &ProviderError) -> Response<ConsumerBody> {
+    fn bad_gateway(&self, err: &ProviderError, in_flight: InFlight) -> Response<ConsumerBody> {
         link_event!(tracing::Level::WARN, self.spec, reason = %err, "rest: request failed");
+        // The request ends with this answer: the idle clock restarts.
+        drop(in_flight);
         error_response(StatusCode::BAD_GATEWAY, err)
     }
 
@@ -313,6 +386,8 @@ struct Counted<B> {
     inner: B,
     stats: Arc<LinkStats>,
     strip_trailers: bool,
+    /// On responses: the request stays in progress until its body is done.
+    in_flight: Option<InFlight>,
 }
 
 impl<B> Counted<B> {
@@ -321,6 +396,7 @@ impl<B> Counted<B> {
             inner,
             stats,
             strip_trailers,
+            in_flight: None,
         }
     }
 }
