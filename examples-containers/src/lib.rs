@@ -6,10 +6,12 @@
 //! - [`dbus`]: the `org.pantavisor.Example` service and its clients.
 //! - [`rest`]: the network-manager mock and its client.
 //! - [`drmcheck`]: the DRM probes of the drm examples.
+//! - [`pid1`]: stop signals, so every example exits promptly as a container init.
 //! - [`wayland_frame`]: the pattern and checksum shared by the wayland examples.
 
 pub mod dbus;
 pub mod drmcheck;
+pub mod pid1;
 pub mod rest;
 pub mod wayland_frame;
 

@@ -28,8 +28,9 @@ struct Args {
     once: bool,
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pv_examples::pid1::exit_on_stop("pv-example-unix-client", || {})?;
     loop {
         let echo = report("unix-echo", check_echo(&args.socket));
         let fd = report("unix-fd", check_fd(&args.socket));

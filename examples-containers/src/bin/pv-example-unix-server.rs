@@ -25,6 +25,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let socket = args.socket.clone();
+    pv_examples::pid1::exit_on_stop("pv-example-unix-server", move || {
+        pv_examples::pid1::remove_paths(&[socket])
+    })?;
     if let Some(dir) = args.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
     }

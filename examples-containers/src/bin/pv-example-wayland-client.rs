@@ -40,8 +40,9 @@ struct State {
     frame_done: bool,
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pv_examples::pid1::exit_on_stop("pv-example-wayland-client", || {})?;
     let timeout = Duration::from_secs(args.timeout);
     loop {
         let (tx, rx) = std::sync::mpsc::channel();

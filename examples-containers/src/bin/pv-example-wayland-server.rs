@@ -115,6 +115,11 @@ impl ClientData for Cd {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // ListeningSocket removes both on drop, which process::exit skips.
+    let (socket, lock) = (args.socket.clone(), args.socket.with_extension("lock"));
+    pv_examples::pid1::exit_on_stop("pv-example-wayland-server", move || {
+        pv_examples::pid1::remove_paths(&[socket, lock])
+    })?;
     let mut display: Display<State> = Display::new().context("create display")?;
     let dh = display.handle();
     dh.create_global::<State, wl_compositor::WlCompositor, ()>(4, ());
