@@ -226,6 +226,7 @@ impl Appengine {
             image: Some(self.image.reference.clone()),
             entrypoint: Some(vec!["/bin/sh".into()]),
             cmd: Some(vec!["-c".into(), "exec sleep infinity".into()]),
+            env: Some(vec!["PV_APPENGINE_LOGGER_STOP_MS=1000".into()]), // until the stops of issue 14 item 1 outlast pvcurl's 5 s
             labels: Some(labels),
             host_config: Some(host),
             ..Default::default()
