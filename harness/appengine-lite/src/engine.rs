@@ -574,9 +574,11 @@ impl Engine {
     }
 
     /// Whether the groups before `group` let a container of it start
-    /// (state.c pv_state_check_goal_prev_group): `None` means "cannot
-    /// tell" (a member past its goal), which starts nothing.
-    fn prev_groups(inner: &Inner, state: &State, group: &str, now: Instant) -> Option<bool> {
+    /// (state.c pv_state_check_goal_prev_group): the group just before
+    /// counts, unless an earlier one is still on its way. A group's state
+    /// is the worst of its members', never better than achieved (a member
+    /// past its goal, e.g. stopped, does not hold the next group back).
+    fn prev_groups(inner: &Inner, state: &State, group: &str, now: Instant) -> bool {
         let mut last = Goal::Achieved;
         for g in &state.groups {
             if g.name == group {
@@ -587,17 +589,12 @@ impl Engine {
                 .iter()
                 .filter(|p| p.spec.group == g.name)
                 .map(|p| p.goal(now))
-                .max()
-                .unwrap_or(Goal::Achieved);
+                .fold(Goal::Achieved, Goal::max);
             if last == Goal::Unachieved {
                 break;
             }
         }
-        match last {
-            Goal::Unachieved => Some(false),
-            Goal::Achieved | Goal::TimedOut => Some(true),
-            Goal::Beyond => None,
-        }
+        last != Goal::Unachieved
     }
 
     /// One step of the state loop.
@@ -628,11 +625,13 @@ impl Engine {
                 let p = &mut inner.plats[i];
                 let alive = p.handle.as_mut().is_some_and(|h| h.alive());
                 match p.status {
-                    Status::Installed | Status::Blocked => match gate {
-                        Some(false) => self.set_status(p, Status::Blocked),
-                        Some(true) => to_start.push(p.spec.name.clone()),
-                        None => {}
-                    },
+                    Status::Installed | Status::Blocked => {
+                        if gate {
+                            to_start.push(p.spec.name.clone());
+                        } else {
+                            self.set_status(p, Status::Blocked);
+                        }
+                    }
                     Status::Starting => {
                         if alive {
                             self.set_status(p, Status::Started);

@@ -774,3 +774,15 @@ fn curl_http11_works() {
     assert!(text.ends_with("\n200"), "{text}");
     assert!(text.starts_with(r#"[{"name":"hwrngd","pid":0"#), "{text}");
 }
+
+/// Upstream's group gate (pv_state_check_goal_prev_group): a stopped
+/// container of an earlier group (past its goal) does not hold a later
+/// group's start back.
+#[test]
+fn a_stopped_earlier_group_does_not_block_later_starts() {
+    let ae = booted_pair();
+    assert_eq!(ae.put("/containers/srv", r#"{"action":"stop"}"#).0, 200);
+    ae.wait_status("srv", "STOPPED", Duration::from_secs(5));
+    assert_eq!(ae.put("/containers/cli", r#"{"action":"restart"}"#).0, 200);
+    ae.wait_status("cli", "STARTED", Duration::from_secs(5));
+}
