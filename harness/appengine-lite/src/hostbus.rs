@@ -133,28 +133,39 @@ impl HostBus {
     }
 
     /// The stable uid of `role`, allocated (and persisted) on first use.
+    /// The map is upstream's file: a JSON object in allocation order.
     pub fn role_uid(&self, role: &str) -> std::io::Result<u32> {
         let _g = self.alloc.lock().unwrap_or_else(|p| p.into_inner());
-        let mut map: Map<String, Value> = std::fs::read(&self.uid_map)
+        let mut map: Vec<(String, u32)> = std::fs::read(&self.uid_map)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+            .map(|m| {
+                let mut v: Vec<(String, u32)> = m
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, u32::try_from(v.as_u64()?).ok()?)))
+                    .collect();
+                v.sort_by_key(|(_, uid)| *uid);
+                v
+            })
             .unwrap_or_default();
-        if let Some(uid) = map.get(role).and_then(Value::as_u64) {
-            return Ok(u32::try_from(uid).unwrap_or(NOBODY));
+        if let Some((_, uid)) = map.iter().find(|(r, _)| r == role) {
+            return Ok(*uid);
         }
         let next = map
-            .values()
-            .filter_map(Value::as_u64)
-            .filter_map(|v| u32::try_from(v).ok())
-            .map(|v| v + 1)
+            .iter()
+            .map(|(_, uid)| uid + 1)
             .max()
             .unwrap_or(UID_BASE)
             .max(UID_BASE);
-        map.insert(role.into(), Value::from(next));
+        map.push((role.to_owned(), next));
         if let Some(d) = self.uid_map.parent() {
             std::fs::create_dir_all(d)?;
         }
-        std::fs::write(&self.uid_map, Value::Object(map).to_string())?;
+        let body: Vec<String> = map
+            .iter()
+            .map(|(r, uid)| format!("{}:{uid}", Value::String(r.clone())))
+            .collect();
+        std::fs::write(&self.uid_map, format!("{{{}}}", body.join(",")))?;
         Ok(next)
     }
 
@@ -235,4 +246,104 @@ fn base_passwd() -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The real appengine built with the option, on the state of
+    /// meta-pantavisor's hosted-bus pvtest: `/run/pv/dbus/system.conf`,
+    /// `policy.d/pv-generated.conf` and the role lines of `passwd`, byte
+    /// for byte.
+    #[test]
+    fn files_match_upstreams() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let paths = Paths::new("/");
+        let bus = HostBus {
+            dir: root.path().join("run/pv/dbus"),
+            uid_map: root.path().join("storage/config/dbus-role-uids.json"),
+            ..HostBus::new(&paths, "/usr/bin/dbus-daemon".into())
+        };
+        bus.prepare().expect("prepare");
+        let conf = std::fs::read_to_string(bus.conf()).expect("system.conf");
+        // Captured from the real appengine.
+        let real_conf = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/pv/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_destination="org.freedesktop.DBus"/>
+    <allow receive_sender="org.freedesktop.DBus"/>
+    <allow receive_type="method_call"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_requested_reply="true" receive_type="method_return"/>
+    <allow receive_requested_reply="true" receive_type="error"/>
+    <allow send_type="signal"/>
+    <allow receive_type="signal"/>
+  </policy>
+
+  <includedir>/run/pv/dbus/policy.d</includedir>
+</busconfig>
+"#;
+        assert_eq!(
+            conf.replace(&root.path().display().to_string(), ""),
+            real_conf
+        );
+        let state = State::parse(
+            "0",
+            &json!({
+                "host-server/run.json": {"services":{"required":[{"name":"system-bus","role":"example-service"}]}},
+                "host-server/services.json": {"services":[{"type":"dbus","bus":"system-bus",
+                    "owns":"org.pantavisor.Example","role":"example-service","allow":["operator","monitor"]}]},
+                "host-client/run.json": {"services":{"required":[{"name":"system-bus","role":"operator"}]}}
+            }),
+        )
+        .expect("state");
+        assert!(bus.generate(&state).expect("generate"), "first write");
+        assert!(
+            !bus.generate(&state).expect("generate"),
+            "unchanged: no rewrite"
+        );
+        let policy =
+            std::fs::read_to_string(bus.policy_dir().join("pv-generated.conf")).expect("policy");
+        assert_eq!(
+            policy,
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <!-- host-server owns org.pantavisor.Example (owner role 'example-service' uid 90000) -->
+  <policy user="pv-dbus-example-service">
+    <allow own="org.pantavisor.Example"/>
+    <allow send_destination="org.pantavisor.Example"/>
+    <allow receive_sender="org.pantavisor.Example"/>
+  </policy>
+  <!-- caller role 'operator' uid 90001 -> org.pantavisor.Example -->
+  <policy user="pv-dbus-operator">
+    <allow send_destination="org.pantavisor.Example"/>
+    <allow receive_sender="org.pantavisor.Example"/>
+  </policy>
+  <!-- caller role 'monitor' uid 90002 -> org.pantavisor.Example -->
+  <policy user="pv-dbus-monitor">
+    <allow send_destination="org.pantavisor.Example"/>
+    <allow receive_sender="org.pantavisor.Example"/>
+  </policy>
+</busconfig>
+"#
+        );
+        let passwd = std::fs::read_to_string(bus.passwd()).expect("passwd");
+        assert!(passwd.ends_with(
+            "pv-dbus-example-service:x:90000:90000::/nonexistent:/sbin/nologin\npv-dbus-operator:x:90001:90001::/nonexistent:/sbin/nologin\npv-dbus-monitor:x:90002:90002::/nonexistent:/sbin/nologin\n"
+        ));
+        assert!(
+            passwd.starts_with(&base_passwd()),
+            "the appengine's own users first"
+        );
+    }
 }

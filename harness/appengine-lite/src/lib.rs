@@ -21,6 +21,11 @@
 //!   (and pv-ctrl's socket is gone for ~5 s), the same process stops every
 //!   container and daemon, keeps answering pv-ctrl, and boots again after
 //!   `reboot_delay`.
+//! - A state that fails to install or validate (missing required service,
+//!   `system-bus` exported with the hosted bus, bad object): upstream tears
+//!   down and retries in a reboot loop; here the error is logged once,
+//!   nothing starts and pv-ctrl answers (`State not loaded yet`), which a
+//!   test can observe without racing the loop.
 //! - Loggers: upstream runs two logger processes per container; here there
 //!   are none, but the 5 s it takes upstream to stop them before a
 //!   container's halt signal is kept (`--logger-stop-ms`), since a client of

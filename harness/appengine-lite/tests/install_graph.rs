@@ -199,6 +199,11 @@ fn hosted_bus_links_carry_provider_pv_and_role_uids() {
             s = sock
         )
     );
+    // Upstream's map file, in allocation order.
+    assert_eq!(
+        std::fs::read_to_string(paths.storage().join("config/dbus-role-uids.json")).expect("map"),
+        r#"{"example-service":90000,"operator":90001,"monitor":90002}"#
+    );
     // The map persists: a new bus on the same storage gives the same uids,
     // and a new role the next one.
     let again = HostBus::new(&paths, "/usr/bin/dbus-daemon".into());
