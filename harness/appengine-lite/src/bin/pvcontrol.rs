@@ -12,7 +12,10 @@
 //! - Like pvcurl, every request is HTTP/1.0 over the socket, and an answer
 //!   idle for 5 s is given up (`nc -w 5`): the call then fails with exit 255
 //!   and an empty message — what a `containers stop` of a real Pantavisor
-//!   often gets, since it answers after about 5 s.
+//!   often gets, since it answers after about 5 s. As upstream's script,
+//!   `CURL_ARGS` replaces the client's arguments; of them only pvcurl's
+//!   `--connect-timeout N` (its `nc -w N`) changes anything here, so a
+//!   caller that expects a slow answer can wait longer on either image.
 //! - `objects get` writes the raw body (to `-f <file>` if given) and exits 0.
 //! - `steps install <tgz> [rev]` uploads the export's objects and state as
 //!   the script does, then prints `{"revision":"<rev>"}` (default name
@@ -24,8 +27,28 @@ use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::time::Duration;
 
-/// pvcurl's `nc -w` idle timeout.
+/// pvcurl's `nc -w` idle timeout (its `--connect-timeout` default).
 const IDLE: Duration = Duration::from_secs(5);
+
+/// The idle timeout `CURL_ARGS` asks for: upstream's script passes
+/// `CURL_ARGS` to pvcurl instead of its defaults, and pvcurl turns
+/// `--connect-timeout N` into `nc -w N` (other options do not change how
+/// long it waits).
+fn idle_timeout(curl_args: Option<&str>) -> Duration {
+    let Some(args) = curl_args.filter(|a| !a.is_empty()) else {
+        return IDLE;
+    };
+    let mut words = args.split_whitespace();
+    let mut idle = IDLE;
+    while let Some(w) = words.next() {
+        if w == "--connect-timeout" {
+            if let Some(secs) = words.next().and_then(|n| n.parse().ok()) {
+                idle = Duration::from_secs(secs);
+            }
+        }
+    }
+    idle
+}
 
 const USAGE: &str = "Usage: pvcontrol [options] <ls|containers|groups|signal|cmd|usrmeta|devmeta|buildinfo|objects|steps|conf|graph|daemons|storage> [arguments]
 Control Pantavisor from your container
@@ -173,6 +196,7 @@ struct Reply {
 struct Client {
     socket: PathBuf,
     verbose: bool,
+    idle: Duration,
 }
 
 impl Client {
@@ -183,7 +207,7 @@ impl Client {
             eprintln!("> {} {} HTTP/1.0", req.method, req.path);
         }
         let mut s = UnixStream::connect(&self.socket).ok()?;
-        s.set_read_timeout(Some(IDLE)).ok()?;
+        s.set_read_timeout(Some(self.idle)).ok()?;
         let head = format!(
             "{} {} HTTP/1.0\r\nHost: localhost\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
             req.method,
@@ -199,7 +223,7 @@ impl Client {
             match s.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => resp.extend_from_slice(&buf[..n]),
-                // Idle for 5 s: nc gives up silently with what it has.
+                // Idle for `nc -w`'s time: it gives up silently with what it has.
                 Err(_) => break,
             }
         }
@@ -532,6 +556,7 @@ fn main() {
     let client = Client {
         socket: socket.unwrap_or_else(default_socket),
         verbose,
+        idle: idle_timeout(std::env::var("CURL_ARGS").ok().as_deref()),
     };
     if !is_socket(&client.socket) {
         println!("ERROR: {} not found", client.socket.display());
@@ -585,5 +610,24 @@ fn main() {
             show(reply, &mut *out)
         }
         Op::Install { path, rev } => install(&client, &path, rev),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curl_args_connect_timeout_is_the_idle_timeout() {
+        assert_eq!(idle_timeout(None), IDLE);
+        assert_eq!(idle_timeout(Some("")), IDLE);
+        assert_eq!(idle_timeout(Some("-s -w \\n%{http_code}")), IDLE);
+        assert_eq!(
+            idle_timeout(Some(
+                "-s -w \\n%{http_code} --connect-timeout 30 --max-time 240"
+            )),
+            Duration::from_secs(30)
+        );
+        assert_eq!(idle_timeout(Some("--connect-timeout x")), IDLE);
     }
 }

@@ -148,7 +148,13 @@ impl Appengine {
     }
     /// Runs `pvcontrol -s <socket> args`: (exit code, stdout, stderr).
     pub fn pvcontrol(&self, args: &[&str]) -> (i32, String, String) {
+        self.pvcontrol_env(&[], args)
+    }
+
+    /// `pvcontrol` with extra environment (`CURL_ARGS`).
+    pub fn pvcontrol_env(&self, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_pvcontrol"))
+            .envs(env.iter().copied())
             .arg("-s")
             .arg(self.socket())
             .args(args)
