@@ -1,5 +1,6 @@
 //! Wayland relay cost: `wl_display.sync` round-trip latency direct vs
-//! through `link::wayland::serve`, and pipelined message throughput.
+//! through a wayland link (the daemon's accept loop and `link::wayland`),
+//! and pipelined message throughput.
 //!
 //! The compositor is a minimal raw one that answers `wl_display.sync` with
 //! `wl_callback.done` and `wl_display.delete_id` (what every compositor
@@ -12,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pv_xconnect::graph::{LinkSpec, ServiceType};
-use pv_xconnect::link::wayland::{serve, Config};
-use pv_xconnect::link::{LinkStats, Session, Upstream};
+use pv_xconnect::graph::ServiceType;
+use pv_xconnect::link::{self, LinkStats, Mediation};
 use pv_xconnect::shutdown::Shutdown;
+use pv_xconnect::test_util::LinkSpecBuilder;
 
 fn msg(out: &mut Vec<u8>, object: u32, opcode: u16, args: &[u32]) {
     let size = 8 + 4 * args.len() as u32;
@@ -71,36 +72,22 @@ fn compositor(path: &Path) {
     });
 }
 
+/// A wayland link at `at` to the compositor at `upstream`, served by the
+/// daemon's accept loop on `rt`.
 fn proxy(rt: &tokio::runtime::Runtime, at: PathBuf, upstream: &Path) -> Arc<LinkStats> {
-    let spec = LinkSpec {
-        consumer: "bench".into(),
-        consumer_pid: 0,
-        provider: "raw".into(),
-        provider_pid: 0,
-        name: "wayland-0".into(),
-        kind: ServiceType::Wayland,
-        role: "any".into(),
-        interface: "wayland".into(),
-        target: "/run/wayland-0".into(),
-        socket: upstream.to_path_buf(),
-        uid: None,
-    };
+    let spec = LinkSpecBuilder::new(ServiceType::Wayland)
+        .consumer("bench", 0)
+        .provider("raw", 0)
+        .name("wayland-0")
+        .target(&at)
+        .socket(upstream)
+        .arc();
     let stats = Arc::new(LinkStats::default());
-    let session = Session {
-        upstream: Arc::new(Upstream::from_spec(&spec)),
-        spec: Arc::new(spec),
-        stats: stats.clone(),
-        shutdown: Shutdown::new(),
-    };
-    rt.spawn(async move {
-        let config = Config::prepare(&session.spec, &session.upstream)
-            .await
-            .expect("prepare");
+    let served = stats.clone();
+    rt.block_on(async move {
+        let mediation = Mediation::prepare(spec).await.expect("prepare");
         let listener = tokio::net::UnixListener::bind(at).expect("bind proxy");
-        while let Ok((s, _)) = listener.accept().await {
-            let (c, se) = (config.clone(), session.clone());
-            tokio::spawn(async move { serve(&c, s, &se).await });
-        }
+        tokio::spawn(link::serve(listener, mediation, served, Shutdown::new()));
     });
     stats
 }

@@ -26,6 +26,7 @@ use hyperlocal::UnixConnector;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::error::PathError;
 use crate::graph::{self, LinkSpec};
 use crate::shutdown::Shutdown;
 
@@ -48,13 +49,8 @@ pub enum FetchError {
     Missing(PathBuf),
     #[error("connection to {0} refused")]
     Refused(PathBuf),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(PathError),
     #[error("HTTP: {0}")]
     Http(String),
     #[error("HTTP status {status}: {message}")]
@@ -68,11 +64,11 @@ pub enum FetchError {
 impl FetchError {
     /// The condition, without details that vary from poll to poll: a change
     /// of condition is logged, the same condition again is not.
-    pub fn condition(&self) -> String {
+    fn condition(&self) -> String {
         match self {
             Self::Missing(_) => "missing".into(),
             Self::Refused(_) => "refused".into(),
-            Self::Io { what, source, .. } => format!("{what}: {:?}", source.kind()),
+            Self::Io(e) => format!("{}: {:?}", e.action, e.kind()),
             Self::Http(_) => "http".into(),
             Self::Status { status, .. } => format!("status {status}"),
             Self::Timeout => "timeout".into(),
@@ -85,11 +81,7 @@ fn io_error(what: &'static str, path: &Path, e: io::Error) -> FetchError {
     match e.kind() {
         io::ErrorKind::NotFound => FetchError::Missing(path.to_path_buf()),
         io::ErrorKind::ConnectionRefused => FetchError::Refused(path.to_path_buf()),
-        _ => FetchError::Io {
-            what,
-            path: path.to_path_buf(),
-            source: e,
-        },
+        _ => FetchError::Io(PathError::at(what, path)(e)),
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Stream sockets deliver ancillary data with the first byte of the
 //! `sendmsg` that carried it, so a relay that reads with [`recv_with_fds`]
-//! and writes what it read with [`send_with_fds`] keeps every fd attached to
+//! and writes what it read with [`send_all_with_fds`] keeps every fd attached to
 //! the bytes it travelled with. Received fds are `O_CLOEXEC`.
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -74,11 +74,7 @@ pub fn recv_now_with(
 
 /// Write (part of) `buf` with `fds` attached to its first byte.
 /// Returns how many bytes were written; the fds went with them if > 0.
-pub async fn send_with_fds(
-    sock: &UnixStream,
-    buf: &[u8],
-    fds: &[BorrowedFd<'_>],
-) -> io::Result<usize> {
+async fn send_with_fds(sock: &UnixStream, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     sock.async_io(Interest::WRITABLE, || send_now(sock.as_raw_fd(), buf, fds))
         .await
 }

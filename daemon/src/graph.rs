@@ -75,16 +75,17 @@ impl fmt::Display for ServiceType {
     }
 }
 
-/// Pid as Pantavisor reports it: -1 not started yet, 0 host side, >0 init pid.
-pub type Pid = i32;
+/// A pid as Pantavisor reports it: -1 not started yet, 0 host side, >0 a
+/// container's init pid. Checked by [`crate::process`] before any use.
+pub type RawPid = i32;
 
 /// One resolved link, ready for the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LinkSpec {
     pub consumer: String,
-    pub consumer_pid: Pid,
+    pub consumer_pid: RawPid,
     pub provider: String,
-    pub provider_pid: Pid,
+    pub provider_pid: RawPid,
     pub name: String,
     pub kind: ServiceType,
     /// Requirement role, `"any"` by default.
@@ -135,11 +136,11 @@ impl LinkSpec {
 pub struct RawLink {
     pub consumer: String,
     #[serde(default = "not_started", deserialize_with = "de_pid")]
-    pub consumer_pid: Pid,
+    pub consumer_pid: RawPid,
     #[serde(default, deserialize_with = "de_opt_string")]
     pub provider: Option<String>,
     #[serde(default = "not_started", deserialize_with = "de_pid")]
-    pub provider_pid: Pid,
+    pub provider_pid: RawPid,
     pub name: String,
     /// The export's type; absent or null reads as `"unknown"`.
     #[serde(default, rename = "type", deserialize_with = "de_opt_string")]
@@ -156,7 +157,7 @@ pub struct RawLink {
     pub uid: Option<u32>,
 }
 
-fn not_started() -> Pid {
+fn not_started() -> RawPid {
     -1
 }
 
@@ -170,7 +171,7 @@ fn integral(v: &Value) -> Option<i64> {
     (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
 }
 
-fn de_pid<'de, D: Deserializer<'de>>(d: D) -> Result<Pid, D::Error> {
+fn de_pid<'de, D: Deserializer<'de>>(d: D) -> Result<RawPid, D::Error> {
     let v = Value::deserialize(d)?;
     if v.is_null() {
         return Ok(-1);
@@ -178,7 +179,7 @@ fn de_pid<'de, D: Deserializer<'de>>(d: D) -> Result<Pid, D::Error> {
     let n = integral(&v)
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
         .ok_or_else(|| serde::de::Error::custom(format!("pid is not an integer: {v}")))?;
-    Pid::try_from(n).map_err(|_| serde::de::Error::custom(format!("pid out of range: {n}")))
+    RawPid::try_from(n).map_err(|_| serde::de::Error::custom(format!("pid out of range: {n}")))
 }
 
 fn de_opt_uid<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

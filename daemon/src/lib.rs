@@ -13,30 +13,44 @@
 //! - [`ctrl`]: the pv-ctrl HTTP client (hyper over a Unix socket) and the
 //!   graph-file source; both publish graphs on a `watch` channel.
 //! - [`reconcile`]: diffs successive graphs by (consumer, name, target) and
-//!   starts, restarts or tears down links.
+//!   starts, restarts or tears down links through a [`reconcile::Backend`];
+//!   the one place that logs link events.
 //! - [`status`]: the status socket and the `pv-xconnect status` client.
-//! - [`signal`]: SIGTERM/SIGINT as one future.
-//! - [`sys`]: the few raw syscalls we need (per-thread credentials, setns).
+//! - [`process`]: the one pid check, turning a link's pids from the graph
+//!   into checked types (a consumer is never the host).
+//! - [`link`]: one running link (mediation, accept loop, sessions,
+//!   teardown) and the per-type mediations: [`link::unix`], [`link::rest`],
+//!   [`link::dbus`], [`link::drm`], [`link::wayland`].
 //! - [`ns`]: namespace plumbing on dedicated OS threads: inject listeners and
 //!   device nodes into a consumer, reach a provider's socket or device
 //!   resolved inside the provider's root.
 //! - [`fdpass`]: SCM_RIGHTS send/receive on tokio Unix streams.
-//! - [`link`]: one running link (listener, sessions, teardown) and the
-//!   per-type mediations: [`link::unix`], [`link::rest`], [`link::dbus`],
-//!   [`link::drm`], [`link::wayland`].
+//! - [`sys`]: the few raw syscalls we need (per-thread credentials).
+//! - [`error`]: the I/O error with action and path that modules share.
+//! - [`logging`]: the fields every line about a link carries, and the
+//!   daemon's subscriber.
+//! - [`signal`]: SIGTERM/SIGINT as one future.
 //! - [`shutdown`]: the cancellation token every task holds.
-
-#![deny(unsafe_code)]
+//! - `test_util` (feature `test-util`, and this crate's own tests): a
+//!   [`graph::LinkSpec`] builder for tests and benchmarks.
+//!
+//! Unsafe code is denied workspace-wide; [`fdpass`] and [`sys`] allow it
+//! for their FFI, each block with a `SAFETY:` comment.
 
 pub mod ctrl;
+pub mod error;
 #[allow(unsafe_code)]
 pub mod fdpass;
 pub mod graph;
 pub mod link;
+pub mod logging;
 pub mod ns;
+pub mod process;
 pub mod reconcile;
 pub mod shutdown;
 pub mod signal;
 pub mod status;
 #[allow(unsafe_code)]
 pub mod sys;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;

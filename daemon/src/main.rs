@@ -7,7 +7,6 @@
 //! SIGINT the source and the reconciler stop first, the reconciler tears
 //! every link down (removing what it injected), then the process exits 0.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -104,39 +103,8 @@ fn run_status(cli: &Cli) -> ExitCode {
     }
 }
 
-/// Logs go to stdout, which Pantavisor captures into pantavisor.log: one
-/// line per event (Rust's stdout is line-buffered, so every event is
-/// flushed as it happens), no colours unless a terminal is watching.
-///
-/// `RUST_LOG` takes `level` and `target=level` directives separated by
-/// commas (e.g. `info,pv_xconnect::link=debug`); span and field filters
-/// are not supported, which keeps a regex engine out of the binary.
-fn init_logging() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    let default = || Targets::new().with_default(LevelFilter::INFO);
-    let (filter, bad) = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => match v.parse::<Targets>() {
-            Ok(t) => (t, None),
-            Err(e) => (default(), Some(format!("ignoring RUST_LOG={v:?}: {e}"))),
-        },
-        _ => (default(), None),
-    };
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stdout)
-                .with_ansi(std::io::stdout().is_terminal()),
-        )
-        .with(filter)
-        .init();
-    if let Some(msg) = bad {
-        tracing::warn!("{msg}");
-    }
-}
-
 fn run_daemon(cli: Cli) -> ExitCode {
-    init_logging();
+    pv_xconnect::logging::init();
     // An embedded daemon: two workers are plenty; namespace work runs on
     // its own short-lived threads anyway.
     let rt = match tokio::runtime::Builder::new_multi_thread()

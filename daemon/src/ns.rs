@@ -32,54 +32,48 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::stat::{fstat, makedev, mknod, umask, Mode, SFlag};
 
+use crate::error::PathError;
+use crate::process::{Pid, ProviderPid};
+
 /// Errors of namespace operations; each names the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NsError {
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("{op} {path}: {source}")]
-    Path {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A step on a path failed.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The file does not exist inside a root that does (e.g. a provider
+    /// without `/etc/passwd`): not a vanished process, a permission
+    /// problem or a race.
+    #[error(transparent)]
+    AbsentInRoot(PathError),
+    /// The process is gone, and its root and namespaces with it.
+    #[error(transparent)]
+    ProcessGone(PathError),
+    /// What is at a path is not what the link needs; nothing was touched.
     #[error("{0}")]
     Refused(String),
+    /// A helper thread could not be started.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// A helper thread or task died before answering.
+    #[error("{0} panicked")]
+    Panicked(&'static str),
 }
 
-/// The operation named in errors of the final openat2 inside a root.
-const RESOLVE_IN_ROOT_OP: &str = "resolve in provider root";
-
 impl NsError {
-    /// The file itself does not exist inside a root that does: not a
-    /// vanished process, a permission problem or a race.
-    pub fn is_absent_in_root(&self) -> bool {
-        matches!(self, NsError::Path { op, source, .. }
-            if *op == RESOLVE_IN_ROOT_OP && source.kind() == std::io::ErrorKind::NotFound)
-    }
-
-    fn path<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NsError + 'a {
-        move |source| NsError::Path {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
-    fn nix<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> NsError + 'a {
-        move |e| NsError::Path {
-            op,
-            path: path.to_path_buf(),
-            source: std::io::Error::from(e),
-        }
-    }
-
-    /// True when the error means "the process or path no longer exists".
-    pub fn is_not_found(&self) -> bool {
-        match self {
-            NsError::Io(e) | NsError::Path { source: e, .. } => e.kind() == ErrorKind::NotFound,
-            NsError::Refused(_) => false,
+    /// `ProcessGone` when the path is missing (the process behind
+    /// `/proc/<pid>/...` exited), `Path` otherwise.
+    fn proc_path<'a, E: Into<std::io::Error>>(
+        action: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(E) -> NsError + 'a {
+        move |e| {
+            let e = PathError::at(action, path)(e);
+            if e.kind() == ErrorKind::NotFound {
+                NsError::ProcessGone(e)
+            } else {
+                NsError::Path(e)
+            }
         }
     }
 }
@@ -116,7 +110,7 @@ pub enum NodeKind {
 /// only if it is still ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Injected {
-    pub consumer_pid: i32,
+    pub consumer: Pid,
     pub path: PathBuf,
     pub kind: NodeKind,
     /// (st_dev, st_ino) of the consumer's `/proc/<pid>/ns/mnt` at injection.
@@ -125,31 +119,26 @@ pub struct Injected {
     node: (u64, u64),
 }
 
-/// Bind a listening socket at `target` inside the consumer's mount namespace.
-pub async fn inject_listener(consumer_pid: i32, target: &Path) -> Result<UnixListener, NsError> {
-    inject_socket(consumer_pid, target).await.map(|(l, _)| l)
-}
-
 /// Bind a listening socket at `target` inside the consumer: parents are
 /// created (0755), an existing *socket* there is replaced, any other file
 /// type is refused; the socket is made 0666 like upstream's.
 pub async fn inject_socket(
-    consumer_pid: i32,
+    consumer: Pid,
     target: &Path,
 ) -> Result<(UnixListener, Injected), NsError> {
     let target = absolute_target(target)?;
     on_thread(move || {
-        let mnt_ns = enter_consumer(consumer_pid)?;
+        let mnt_ns = enter_consumer(consumer)?;
         let (parent, base) = prepare_target(&target, |ft| ft.is_socket(), "socket")?;
-        std::env::set_current_dir(&parent).map_err(NsError::path("chdir", &parent))?;
-        let listener = UnixListener::bind(&base).map_err(NsError::path("bind", &target))?;
+        std::env::set_current_dir(&parent).map_err(PathError::at("chdir", &parent))?;
+        let listener = UnixListener::bind(&base).map_err(PathError::at("bind", &target))?;
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o666))
-            .map_err(NsError::path("chmod", &target))?;
-        let md = std::fs::symlink_metadata(&base).map_err(NsError::path("stat", &target))?;
+            .map_err(PathError::at("chmod", &target))?;
+        let md = std::fs::symlink_metadata(&base).map_err(PathError::at("stat", &target))?;
         Ok((
             listener,
             Injected {
-                consumer_pid,
+                consumer,
                 path: target,
                 kind: NodeKind::Socket,
                 mnt_ns,
@@ -164,13 +153,13 @@ pub async fn inject_socket(
 /// the node's permission bits, uid and gid. An existing character device
 /// there is replaced; any other file type is refused.
 pub async fn mknod_in_consumer(
-    consumer_pid: i32,
+    consumer: Pid,
     target: &Path,
     node: DeviceNode,
 ) -> Result<Injected, NsError> {
     let target = absolute_target(target)?;
     on_thread(move || {
-        let mnt_ns = enter_consumer(consumer_pid)?;
+        let mnt_ns = enter_consumer(consumer)?;
         prepare_target(&target, |ft| ft.is_char_device(), "character device")?;
         let rdev = makedev(node.major, node.minor);
         let perm = node.mode & 0o7777;
@@ -180,14 +169,14 @@ pub async fn mknod_in_consumer(
             Mode::from_bits_truncate(perm as libc::mode_t),
             rdev,
         )
-        .map_err(NsError::nix("mknod", &target))?;
+        .map_err(PathError::at("mknod", &target))?;
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(perm))
-            .map_err(NsError::path("chmod", &target))?;
+            .map_err(PathError::at("chmod", &target))?;
         std::os::unix::fs::lchown(&target, Some(node.uid), Some(node.gid))
-            .map_err(NsError::path("chown", &target))?;
-        let md = std::fs::symlink_metadata(&target).map_err(NsError::path("stat", &target))?;
+            .map_err(PathError::at("chown", &target))?;
+        let md = std::fs::symlink_metadata(&target).map_err(PathError::at("stat", &target))?;
         Ok(Injected {
-            consumer_pid,
+            consumer,
             path: target,
             kind: NodeKind::CharDevice { rdev: md.rdev() },
             mnt_ns,
@@ -203,20 +192,20 @@ pub async fn mknod_in_consumer(
 pub async fn remove_injected(injected: &Injected) -> Result<bool, NsError> {
     let inj = injected.clone();
     on_thread(move || {
-        let ns_path = PathBuf::from(format!("/proc/{}/ns/mnt", inj.consumer_pid));
+        let ns_path = PathBuf::from(format!("/proc/{}/ns/mnt", inj.consumer));
         match std::fs::metadata(&ns_path) {
             Ok(md) if (md.dev(), md.ino()) == inj.mnt_ns => {}
             // The consumer is gone (or its pid now names another process):
             // the namespace and our node went with it.
             Ok(_) => return Ok(false),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(NsError::path("stat", &ns_path)(e)),
+            Err(e) => return Err(PathError::at("stat", &ns_path)(e).into()),
         }
-        enter_consumer(inj.consumer_pid)?;
+        enter_consumer(inj.consumer)?;
         let md = match std::fs::symlink_metadata(&inj.path) {
             Ok(md) => md,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(NsError::path("stat", &inj.path)(e)),
+            Err(e) => return Err(PathError::at("stat", &inj.path)(e).into()),
         };
         let same_kind = match inj.kind {
             NodeKind::Socket => md.file_type().is_socket(),
@@ -225,48 +214,27 @@ pub async fn remove_injected(injected: &Injected) -> Result<bool, NsError> {
         if !same_kind || (md.dev(), md.ino()) != inj.node {
             return Ok(false);
         }
-        std::fs::remove_file(&inj.path).map_err(NsError::path("unlink", &inj.path))?;
+        std::fs::remove_file(&inj.path).map_err(PathError::at("unlink", &inj.path))?;
         Ok(true)
     })
     .await
 }
 
-/// Connect to `socket` resolved inside the provider's root (pid 0: host).
-/// With `creds`, the connecting thread carries that (uid, gid).
+/// Connect to `socket` resolved inside the provider's root. With `creds`,
+/// the connecting thread carries that (uid, gid).
 pub async fn connect_provider(
-    provider_pid: i32,
+    provider: ProviderPid,
     socket: &Path,
     creds: Option<(u32, u32)>,
 ) -> Result<UnixStream, NsError> {
-    if provider_pid < 0 {
-        return Err(NsError::Refused(format!(
-            "provider not running (pid {provider_pid})"
-        )));
-    }
     let path = socket.to_path_buf();
     let work = move || {
-        if provider_pid == 0 {
-            // Host side: the path is ours, no scoping needed.
-            if let Some((uid, gid)) = creds {
-                crate::sys::set_thread_creds(uid, gid)
-                    .map_err(NsError::path("set credentials for", &path))?;
-            }
-            return UnixStream::connect(&path).map_err(NsError::path("connect", &path));
-        }
-        let fd = open_in_root(provider_pid, &path, OFlag::O_PATH)?;
-        let st = fstat(&fd).map_err(NsError::nix("stat", &path))?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-            return Err(NsError::Refused(format!(
-                "provider path {} is not a socket",
-                path.display()
-            )));
-        }
+        let target = ProviderSocket::resolve(provider, &path)?;
         if let Some((uid, gid)) = creds {
             crate::sys::set_thread_creds(uid, gid)
-                .map_err(NsError::path("set credentials for", &path))?;
+                .map_err(PathError::at("set credentials for", &path))?;
         }
-        let via = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
-        UnixStream::connect(via).map_err(NsError::path("connect", &path))
+        Ok(UnixStream::connect(target.via()).map_err(PathError::at("connect", &path))?)
     };
     match creds {
         // Credentials change the thread for good: a disposable thread.
@@ -277,54 +245,82 @@ pub async fn connect_provider(
             // never waits, so a thread handoff per connection (which halves
             // the connection rate) is not needed. Only a full listen backlog
             // sends us to the blocking pool, to wait there.
-            match connect_now(provider_pid, socket) {
-                Err(NsError::Path { source, .. }) if source.kind() == ErrorKind::WouldBlock => {}
+            match connect_now(provider, socket) {
+                Err(NsError::Path(e)) if e.kind() == ErrorKind::WouldBlock => {}
                 done => return done,
             }
             tokio::task::spawn_blocking(work)
                 .await
-                .map_err(|_| NsError::Refused("connect task panicked".into()))?
+                .map_err(|_| NsError::Panicked("connect task"))?
         }
     }
 }
 
 /// A non-blocking connect to the provider's socket (resolved in its root);
 /// `WouldBlock` when its listen backlog is full.
-fn connect_now(provider_pid: i32, path: &Path) -> Result<UnixStream, NsError> {
+fn connect_now(provider: ProviderPid, path: &Path) -> Result<UnixStream, NsError> {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let resolved;
-    let via = if provider_pid == 0 {
-        path.to_path_buf()
-    } else {
-        resolved = open_in_root(provider_pid, path, OFlag::O_PATH)?;
-        let st = fstat(&resolved).map_err(NsError::nix("stat", path))?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-            return Err(NsError::Refused(format!(
-                "provider path {} is not a socket",
-                path.display()
-            )));
-        }
-        PathBuf::from(format!("/proc/thread-self/fd/{}", resolved.as_raw_fd()))
-    };
+    let target = ProviderSocket::resolve(provider, path)?;
     let sock = socket(
         AddressFamily::Unix,
         SockType::Stream,
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .map_err(NsError::nix("socket for", path))?;
-    let addr = UnixAddr::new(&via).map_err(NsError::nix("address of", path))?;
-    connect(sock.as_raw_fd(), &addr).map_err(NsError::nix("connect", path))?;
+    .map_err(PathError::at("socket for", path))?;
+    let addr = UnixAddr::new(target.via()).map_err(PathError::at("address of", path))?;
+    connect(sock.as_raw_fd(), &addr).map_err(PathError::at("connect", path))?;
     Ok(UnixStream::from(sock))
+}
+
+/// A provider's socket, found inside the provider's root and checked to be
+/// a socket; [`ProviderSocket::via`] is a path that reaches it from here.
+struct ProviderSocket {
+    via: PathBuf,
+    /// The O_PATH fd `via` goes through (none for the host: its paths are
+    /// ours). `via` is valid as long as this is open.
+    _fd: Option<OwnedFd>,
+}
+
+impl ProviderSocket {
+    fn resolve(provider: ProviderPid, path: &Path) -> Result<ProviderSocket, NsError> {
+        if provider == ProviderPid::Host {
+            return Ok(ProviderSocket {
+                via: path.to_path_buf(),
+                _fd: None,
+            });
+        }
+        let fd = open_in_root(provider, path, OFlag::O_PATH)?;
+        let st = fstat(&fd).map_err(PathError::at("stat", path))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(NsError::Refused(format!(
+                "provider path {} is not a socket",
+                path.display()
+            )));
+        }
+        // Through procfs the kernel connects to the very inode we checked,
+        // whatever the path's length (sun_path holds 108 bytes).
+        Ok(ProviderSocket {
+            via: PathBuf::from(format!("/proc/thread-self/fd/{}", fd.as_raw_fd())),
+            _fd: Some(fd),
+        })
+    }
+
+    fn via(&self) -> &Path {
+        &self.via
+    }
 }
 
 /// Stat the provider's device node at `path`, resolved inside its root
 /// (symlinks are followed, but never out of that root).
-pub async fn stat_provider_device(provider_pid: i32, path: &Path) -> Result<DeviceNode, NsError> {
+pub async fn stat_provider_device(
+    provider: ProviderPid,
+    path: &Path,
+) -> Result<DeviceNode, NsError> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let fd = open_in_root(provider_pid, &path, OFlag::O_PATH)?;
-        let st = fstat(&fd).map_err(NsError::nix("stat", &path))?;
+        let fd = open_in_root(provider, &path, OFlag::O_PATH)?;
+        let st = fstat(&fd).map_err(PathError::at("stat", &path))?;
         let rdev = st.st_rdev;
         Ok(DeviceNode {
             major: nix::sys::stat::major(rdev),
@@ -335,13 +331,13 @@ pub async fn stat_provider_device(provider_pid: i32, path: &Path) -> Result<Devi
         })
     })
     .await
-    .map_err(|_| NsError::Refused("stat task panicked".into()))?
+    .map_err(|_| NsError::Panicked("stat task"))?
 }
 
-/// Read a small regular file inside the provider's root (pid 0: host), at
-/// most `max_len` bytes; larger files are refused rather than truncated.
+/// Read a small regular file inside the provider's root, at most `max_len`
+/// bytes; larger files are refused rather than truncated.
 pub async fn read_provider_file(
-    provider_pid: i32,
+    provider: ProviderPid,
     path: &Path,
     max_len: usize,
 ) -> Result<Vec<u8>, NsError> {
@@ -349,11 +345,11 @@ pub async fn read_provider_file(
     tokio::task::spawn_blocking(move || {
         // O_NONBLOCK: a FIFO planted at the path must not hang us.
         let fd = open_in_root(
-            provider_pid,
+            provider,
             &path,
             OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
         )?;
-        let st = fstat(&fd).map_err(NsError::nix("stat", &path))?;
+        let st = fstat(&fd).map_err(PathError::at("stat", &path))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(NsError::Refused(format!(
                 "provider path {} is not a regular file",
@@ -364,7 +360,7 @@ pub async fn read_provider_file(
         File::from(fd)
             .take(max_len as u64 + 1)
             .read_to_end(&mut out)
-            .map_err(NsError::path("read", &path))?;
+            .map_err(PathError::at("read", &path))?;
         if out.len() > max_len {
             return Err(NsError::Refused(format!(
                 "provider file {} is larger than {max_len} bytes",
@@ -374,18 +370,18 @@ pub async fn read_provider_file(
         Ok(out)
     })
     .await
-    .map_err(|_| NsError::Refused("read task panicked".into()))?
+    .map_err(|_| NsError::Panicked("read task"))?
 }
 
-/// Open `path` relative to the root of process `pid` (0: the host's `/`)
-/// with every symlink scoped to that root and magic links refused.
-fn open_in_root(pid: i32, path: &Path, flags: OFlag) -> Result<OwnedFd, NsError> {
-    let root_path = if pid == 0 {
-        PathBuf::from("/")
-    } else {
-        PathBuf::from(format!("/proc/{pid}/root"))
+/// Open `path` relative to the provider's root (the host's `/`, or
+/// `/proc/<pid>/root`) with every symlink scoped to that root and magic
+/// links refused.
+fn open_in_root(provider: ProviderPid, path: &Path, flags: OFlag) -> Result<OwnedFd, NsError> {
+    let root_path = match provider {
+        ProviderPid::Host => PathBuf::from("/"),
+        ProviderPid::Container(pid) => PathBuf::from(format!("/proc/{pid}/root")),
     };
-    let root = File::open(&root_path).map_err(NsError::path("open root", &root_path))?;
+    let root = File::open(&root_path).map_err(NsError::proc_path("open root", &root_path))?;
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -396,7 +392,15 @@ fn open_in_root(pid: i32, path: &Path, flags: OFlag) -> Result<OwnedFd, NsError>
     loop {
         match openat2(root.as_fd(), path, how) {
             Err(nix::errno::Errno::EAGAIN) if tries < 16 => tries += 1,
-            r => return r.map_err(NsError::nix(RESOLVE_IN_ROOT_OP, path)),
+            Err(nix::errno::Errno::ENOENT) => {
+                return Err(NsError::AbsentInRoot(PathError::at(
+                    "resolve in provider root",
+                    path,
+                )(
+                    nix::errno::Errno::ENOENT
+                )))
+            }
+            r => return Ok(r.map_err(PathError::at("resolve in provider root", path))?),
         }
     }
 }
@@ -421,22 +425,17 @@ fn absolute_target(target: &Path) -> Result<PathBuf, NsError> {
 /// consumer's mount namespace and chroot to its process root (which is what
 /// the consumer sees as `/`, even if it chrooted itself). Returns the mount
 /// namespace's identity.
-fn enter_consumer(pid: i32) -> Result<(u64, u64), NsError> {
-    if pid <= 0 {
-        return Err(NsError::Refused(format!(
-            "consumer not running (pid {pid}): nothing is ever created on the host side"
-        )));
-    }
+fn enter_consumer(pid: Pid) -> Result<(u64, u64), NsError> {
     let ns_path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
     let root_path = PathBuf::from(format!("/proc/{pid}/root"));
-    let ns = File::open(&ns_path).map_err(NsError::path("open", &ns_path))?;
-    let root = File::open(&root_path).map_err(NsError::path("open", &root_path))?;
-    let md = ns.metadata().map_err(NsError::path("stat", &ns_path))?;
-    unshare(CloneFlags::CLONE_FS).map_err(NsError::nix("unshare(CLONE_FS) for", &ns_path))?;
-    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(NsError::nix("setns", &ns_path))?;
-    nix::unistd::fchdir(root.as_fd()).map_err(NsError::nix("fchdir", &root_path))?;
-    nix::unistd::chroot(".").map_err(NsError::nix("chroot", &root_path))?;
-    std::env::set_current_dir("/").map_err(NsError::path("chdir", Path::new("/")))?;
+    let ns = File::open(&ns_path).map_err(NsError::proc_path("open", &ns_path))?;
+    let root = File::open(&root_path).map_err(NsError::proc_path("open", &root_path))?;
+    let md = ns.metadata().map_err(PathError::at("stat", &ns_path))?;
+    unshare(CloneFlags::CLONE_FS).map_err(PathError::at("unshare(CLONE_FS) for", &ns_path))?;
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(PathError::at("setns", &ns_path))?;
+    nix::unistd::fchdir(root.as_fd()).map_err(PathError::at("fchdir", &root_path))?;
+    nix::unistd::chroot(".").map_err(PathError::at("chroot", &root_path))?;
+    std::env::set_current_dir("/").map_err(PathError::at("chdir", Path::new("/")))?;
     // umask lives in the fs_struct we just unshared: modes are exact.
     umask(Mode::empty());
     Ok((md.dev(), md.ino()))
@@ -456,10 +455,10 @@ fn prepare_target(
         .recursive(true)
         .mode(0o755)
         .create(&parent)
-        .map_err(NsError::path("mkdir -p", &parent))?;
+        .map_err(PathError::at("mkdir -p", &parent))?;
     match std::fs::symlink_metadata(target) {
         Ok(md) if replaceable(&md.file_type()) => {
-            std::fs::remove_file(target).map_err(NsError::path("unlink stale", target))?;
+            std::fs::remove_file(target).map_err(PathError::at("unlink stale", target))?;
         }
         Ok(md) => {
             return Err(NsError::Refused(format!(
@@ -469,7 +468,7 @@ fn prepare_target(
             )))
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(NsError::path("stat", target)(e)),
+        Err(e) => return Err(PathError::at("stat", target)(e).into()),
     }
     Ok((parent, base))
 }
@@ -509,7 +508,7 @@ where
         })
         .map_err(NsError::Io)?;
     rx.await
-        .map_err(|_| NsError::Refused("namespace thread panicked".into()))?
+        .map_err(|_| NsError::Panicked("namespace thread"))?
 }
 
 #[cfg(test)]
@@ -522,18 +521,5 @@ mod tests {
         assert!(absolute_target(Path::new("run/x.sock")).is_err());
         assert!(absolute_target(Path::new("/run/../etc/passwd")).is_err());
         assert!(absolute_target(Path::new("/")).is_err());
-    }
-
-    #[tokio::test]
-    async fn negative_pids_are_refused_without_touching_anything() {
-        let err = inject_socket(-1, Path::new("/tmp/pvx-never.sock"))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, NsError::Refused(_)), "{err}");
-        assert!(!Path::new("/tmp/pvx-never.sock").exists());
-        let err = connect_provider(-1, Path::new("/x"), None)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, NsError::Refused(_)), "{err}");
     }
 }

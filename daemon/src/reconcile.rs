@@ -1,24 +1,33 @@
 //! Reconciler: applies each new graph by diffing links keyed on
 //! (consumer, name, target).
 //!
-//! Rules, in the order they are applied to every graph:
+//! Rules, in the order they are applied to every graph (each is a unit
+//! test in `reconcile/tests.rs`, against a recording fake [`Backend`]):
 //!
 //! - A key that disappeared from the graph is torn down (its listener
 //!   stopped, its sessions closed, what was injected removed).
 //! - Several entries with one key (several providers export the name): the
 //!   first by (provider, socket, type, …) wins, so the choice is the same on
-//!   every poll; a warning is logged once per distinct set of providers.
+//!   every poll whatever the graph's order; a warning is logged once per
+//!   distinct set of providers.
 //! - `input` and unknown types are logged once and never started.
 //! - Consumer pid -1 (not started), 0 (host side: not supported for a
 //!   consumer) or provider pid < 0: the link is *pending* and nothing is
-//!   started, so nothing is ever bound in the daemon's own namespace.
+//!   started, so nothing is ever bound in the daemon's own namespace (the
+//!   check is [`LinkPids::of`]).
 //! - Any change of the chosen entry (a pid after a container restart, the
 //!   provider, its socket…) stops the running link and starts it again.
+//!   A consumer that exited (its pid now -1) thus loses the link: it is
+//!   stopped, what it injected removed, and it waits as pending.
 //! - A link whose start failed is retried on every later call (the run loop
-//!   calls at each retry tick); its error is logged only when it changes.
+//!   calls at each retry tick); its error is logged only when it changes,
+//!   its recovery once.
 //!
-//! The reconciler is generic over [`Backend`] so the rules are unit-tested
-//! with a fake; [`LinkBackend`] is the real one, calling [`crate::link`].
+//! Every link event (injected, recovered, pending, failed, skipped,
+//! changed, removed, stopped, several providers) is logged here and only
+//! here, one line each, with the fields of [`crate::logging`].
+//!
+//! [`LinkBackend`] is the real backend, calling [`crate::link`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,11 +35,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, Level};
 
 use crate::graph::{LinkKey, LinkSpec};
-use crate::link::{self, LinkHandle, LinkStats};
+use crate::link::{self, LinkHandle, LinkStats, Removal};
+use crate::logging::link_event;
+use crate::process::LinkPids;
 use crate::shutdown::Shutdown;
+
+#[cfg(test)]
+mod tests;
 
 /// A link start that takes longer than this is reported as failed, so one
 /// stuck namespace cannot stall every other link.
@@ -42,12 +56,12 @@ pub trait Backend: Send {
 
     /// Inject and start mediating. The error is shown as `failed: <reason>`.
     fn start(
-        &mut self,
+        &self,
         spec: Arc<LinkSpec>,
     ) -> impl Future<Output = Result<Self::Handle, String>> + Send;
 
-    /// Stop and remove what was injected.
-    fn stop(&mut self, handle: Self::Handle) -> impl Future<Output = ()> + Send;
+    /// Stop and remove what was injected; say what became of it.
+    fn stop(&self, handle: Self::Handle) -> impl Future<Output = Removal> + Send;
 
     /// Live counters of a running link, if the backend keeps any.
     fn stats(&self, handle: &Self::Handle) -> Option<Arc<LinkStats>>;
@@ -71,7 +85,7 @@ impl LinkBackend {
 impl Backend for LinkBackend {
     type Handle = LinkHandle;
 
-    async fn start(&mut self, spec: Arc<LinkSpec>) -> Result<LinkHandle, String> {
+    async fn start(&self, spec: Arc<LinkSpec>) -> Result<LinkHandle, String> {
         let parent = self.shutdown.clone();
         let task = tokio::spawn(async move { link::start(spec, &parent).await });
         match tokio::time::timeout(START_TIMEOUT, task).await {
@@ -86,9 +100,10 @@ impl Backend for LinkBackend {
         }
     }
 
-    async fn stop(&mut self, handle: LinkHandle) {
-        if let Err(e) = tokio::spawn(handle.stop()).await {
-            warn!("link teardown did not complete: {e}");
+    async fn stop(&self, handle: LinkHandle) -> Removal {
+        match tokio::spawn(handle.stop()).await {
+            Ok(removal) => removal,
+            Err(e) => Removal::Failed(format!("teardown did not complete: {e}")),
         }
     }
 
@@ -160,21 +175,6 @@ struct Entry<H> {
     contenders: Vec<String>,
 }
 
-/// Why a supported link must not be started yet, if so.
-fn pending_reason(spec: &LinkSpec) -> Option<String> {
-    match spec.consumer_pid {
-        -1 => return Some("consumer not started (pid -1)".into()),
-        0 => return Some("consumer pid 0 (host side) is not supported".into()),
-        p if p < 0 => return Some(format!("consumer pid {p} is invalid")),
-        _ => {}
-    }
-    match spec.provider_pid {
-        -1 => Some("provider not started (pid -1)".into()),
-        p if p < 0 => Some(format!("provider pid {p} is invalid")),
-        _ => None,
-    }
-}
-
 /// The total order that picks one entry among several with one key.
 fn preference(s: &LinkSpec) -> impl Ord + '_ {
     (
@@ -189,32 +189,81 @@ fn preference(s: &LinkSpec) -> impl Ord + '_ {
     )
 }
 
-fn log_info(spec: &LinkSpec, event: &str, detail: Option<&str>) {
-    info!(
-        consumer = %spec.consumer,
-        name = %spec.name,
-        r#type = %spec.kind,
-        consumer_pid = spec.consumer_pid,
-        provider = %spec.provider,
-        provider_pid = spec.provider_pid,
-        target = %spec.target.display(),
-        detail = detail.unwrap_or(""),
-        "link {event}"
-    );
+/// What happened to a link: each is one log line, written by [`log`].
+enum Event<'a> {
+    Injected,
+    Recovered {
+        from: &'a str,
+    },
+    Pending(&'a str),
+    Failed(&'a str),
+    StillFailing(&'a str),
+    Skipped,
+    Changed {
+        was: &'a str,
+        removal: Option<&'a Removal>,
+    },
+    /// Gone from the graph; what became of its node if it was running.
+    Removed(Option<&'a Removal>),
+    Stopped(&'a Removal),
+    SeveralProviders(&'a [String]),
 }
 
-fn log_warn(spec: &LinkSpec, event: &str, detail: Option<&str>) {
-    warn!(
-        consumer = %spec.consumer,
-        name = %spec.name,
-        r#type = %spec.kind,
-        consumer_pid = spec.consumer_pid,
-        provider = %spec.provider,
-        provider_pid = spec.provider_pid,
-        target = %spec.target.display(),
-        detail = detail.unwrap_or(""),
-        "link {event}"
-    );
+fn log(spec: &LinkSpec, event: Event<'_>) {
+    let failed_removal = |r: Option<&Removal>| matches!(r, Some(Removal::Failed(_)));
+    match event {
+        Event::Injected => link_event!(Level::INFO, spec, "link injected"),
+        Event::Recovered { from } => {
+            link_event!(Level::INFO, spec, reason = %format_args!("was failing: {from}"), "link recovered")
+        }
+        Event::Pending(why) => link_event!(Level::INFO, spec, reason = %why, "link pending"),
+        Event::Failed(why) => link_event!(Level::WARN, spec, reason = %why, "link failed"),
+        Event::StillFailing(why) => {
+            link_event!(Level::DEBUG, spec, reason = %why, "link still failing")
+        }
+        Event::Skipped => link_event!(
+            Level::INFO,
+            spec,
+            reason = "type not supported",
+            "link skipped"
+        ),
+        Event::Changed { was, removal } => {
+            let reason = match removal {
+                Some(r) => format!("was {was}; stopped, {r}"),
+                None => format!("was {was}"),
+            };
+            if failed_removal(removal) {
+                link_event!(Level::WARN, spec, reason = %reason, "link changed")
+            } else {
+                link_event!(Level::INFO, spec, reason = %reason, "link changed")
+            }
+        }
+        Event::Removed(r) => {
+            let reason = match r {
+                Some(r) => format!("gone from the graph; {r}"),
+                None => "gone from the graph".to_string(),
+            };
+            if failed_removal(r) {
+                link_event!(Level::WARN, spec, reason = %reason, "link removed")
+            } else {
+                link_event!(Level::INFO, spec, reason = %reason, "link removed")
+            }
+        }
+        Event::Stopped(r) => {
+            let reason = format!("daemon shutdown; {r}");
+            if failed_removal(Some(r)) {
+                link_event!(Level::WARN, spec, reason = %reason, "link stopped")
+            } else {
+                link_event!(Level::INFO, spec, reason = %reason, "link stopped")
+            }
+        }
+        Event::SeveralProviders(candidates) => link_event!(
+            Level::WARN,
+            spec,
+            reason = %format_args!("candidates {candidates:?}; using the first"),
+            "link has several providers"
+        ),
+    }
 }
 
 /// Keeps the running links in step with the graph.
@@ -229,10 +278,6 @@ impl<B: Backend> Reconciler<B> {
             backend,
             links: BTreeMap::new(),
         }
-    }
-
-    pub fn backend(&self) -> &B {
-        &self.backend
     }
 
     /// Bring the running links in line with `graph`.
@@ -250,10 +295,11 @@ impl<B: Backend> Reconciler<B> {
             .collect();
         for key in gone {
             if let Some(entry) = self.links.remove(&key) {
-                if let Slot::Running(handle) = entry.slot {
-                    self.backend.stop(handle).await;
-                }
-                log_info(&entry.spec, "removed", Some("gone from the graph"));
+                let removal = match entry.slot {
+                    Slot::Running(handle) => Some(self.backend.stop(handle).await),
+                    _ => None,
+                };
+                log(&entry.spec, Event::Removed(removal.as_ref()));
             }
         }
 
@@ -274,8 +320,8 @@ impl<B: Backend> Reconciler<B> {
         let previous = match self.links.remove(&key) {
             Some(entry) if *entry.spec == *chosen => Some(entry),
             Some(entry) => {
-                let detail = format!(
-                    "was provider={} pids={}/{} socket={}",
+                let was = format!(
+                    "provider={} pids={}/{} socket={}",
                     entry.spec.provider,
                     entry.spec.consumer_pid,
                     entry.spec.provider_pid,
@@ -283,13 +329,25 @@ impl<B: Backend> Reconciler<B> {
                 );
                 let slot = match entry.slot {
                     Slot::Running(handle) => {
-                        self.backend.stop(handle).await;
-                        log_info(chosen, "changed, stopped", Some(&detail));
+                        let removal = self.backend.stop(handle).await;
+                        log(
+                            chosen,
+                            Event::Changed {
+                                was: &was,
+                                removal: Some(&removal),
+                            },
+                        );
                         // A fresh start logs on its own; nothing to compare.
                         Slot::Pending(String::new())
                     }
                     other => {
-                        log_info(chosen, "changed", Some(&detail));
+                        log(
+                            chosen,
+                            Event::Changed {
+                                was: &was,
+                                removal: None,
+                            },
+                        );
                         other
                     }
                 };
@@ -310,11 +368,7 @@ impl<B: Backend> Reconciler<B> {
 
         let warned = previous.as_ref().map(|e| &e.contenders);
         if !contenders.is_empty() && warned != Some(&contenders) {
-            log_warn(
-                &spec,
-                "has several providers",
-                Some(&format!("candidates {contenders:?}; using the first")),
-            );
+            log(&spec, Event::SeveralProviders(&contenders));
         }
 
         let slot = match previous.map(|e| e.slot) {
@@ -339,27 +393,30 @@ impl<B: Backend> Reconciler<B> {
         prev: Option<Slot<B::Handle>>,
     ) -> Slot<B::Handle> {
         if !spec.kind.is_supported() {
-            log_info(spec, "skipped", Some("type not supported"));
+            log(spec, Event::Skipped);
             return Slot::Unsupported;
         }
-        if let Some(reason) = pending_reason(spec) {
+        if let Err(why) = LinkPids::of(spec) {
+            let reason = why.to_string();
             if prev.as_ref().and_then(Slot::pending_reason) != Some(reason.as_str()) {
-                log_info(spec, "pending", Some(&reason));
+                log(spec, Event::Pending(&reason));
             }
             return Slot::Pending(reason);
         }
         match self.backend.start(spec.clone()).await {
             Ok(handle) => {
-                let detail = matches!(prev, Some(Slot::Failed(_))).then_some("recovered");
-                log_info(spec, "injected", detail);
+                match &prev {
+                    Some(Slot::Failed(from)) => log(spec, Event::Recovered { from }),
+                    _ => log(spec, Event::Injected),
+                }
                 Slot::Running(handle)
             }
             Err(error) => {
                 match &prev {
                     Some(Slot::Failed(old)) if *old == error => {
-                        debug!(consumer = %spec.consumer, name = %spec.name, "link still failing: {error}")
+                        log(spec, Event::StillFailing(&error))
                     }
-                    _ => log_warn(spec, "failed", Some(&error)),
+                    _ => log(spec, Event::Failed(&error)),
                 }
                 Slot::Failed(error)
             }
@@ -367,7 +424,7 @@ impl<B: Backend> Reconciler<B> {
     }
 
     /// Whether some link waits for a retry.
-    pub fn has_failed(&self) -> bool {
+    fn has_failed(&self) -> bool {
         self.links
             .values()
             .any(|e| matches!(e.slot, Slot::Failed(_)))
@@ -394,12 +451,12 @@ impl<B: Backend> Reconciler<B> {
     }
 
     /// Tear every link down (daemon shutdown).
-    pub async fn stop_all(&mut self) {
+    async fn stop_all(&mut self) {
         let links = std::mem::take(&mut self.links);
         for (_, entry) in links {
             if let Slot::Running(handle) = entry.slot {
-                self.backend.stop(handle).await;
-                log_info(&entry.spec, "stopped", Some("daemon shutdown"));
+                let removal = self.backend.stop(handle).await;
+                log(&entry.spec, Event::Stopped(&removal));
             }
         }
     }

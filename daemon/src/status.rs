@@ -17,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::error::PathError;
 use crate::reconcile::StatusEntry;
 use crate::shutdown::Shutdown;
 
@@ -48,7 +49,7 @@ pub struct LinkStatus {
 }
 
 impl LinkStatus {
-    pub fn from_entry(e: &StatusEntry) -> Self {
+    fn from_entry(e: &StatusEntry) -> Self {
         let load = |f: fn(&crate::link::LinkStats) -> &std::sync::atomic::AtomicU64| {
             e.stats
                 .as_ref()
@@ -111,21 +112,8 @@ pub enum StatusError {
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; not removing it")]
     NotASocket(PathBuf),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StatusError + 'a {
-    move |source| StatusError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] PathError),
 }
 
 /// Bind the status socket: create its directory, replace a stale socket
@@ -134,7 +122,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, StatusError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(io_err("create directory", dir))?;
+            .map_err(PathError::at("create directory", dir))?;
     }
     match tokio::fs::symlink_metadata(path).await {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -144,13 +132,13 @@ pub async fn bind(path: &Path) -> Result<UnixListener, StatusError> {
             debug!("removing stale status socket {}", path.display());
             tokio::fs::remove_file(path)
                 .await
-                .map_err(io_err("remove stale", path))?;
+                .map_err(PathError::at("remove stale", path))?;
         }
         Ok(_) => return Err(StatusError::NotASocket(path.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("stat", path)(e)),
+        Err(e) => return Err(PathError::at("stat", path)(e).into()),
     }
-    UnixListener::bind(path).map_err(io_err("bind", path))
+    Ok(UnixListener::bind(path).map_err(PathError::at("bind", path))?)
 }
 
 /// Answer status requests until `shutdown`, then remove the socket file.

@@ -1,19 +1,15 @@
 //! The pv-ctrl client and the graph sources against a fake pv-ctrl on a
 //! real Unix socket, and a real graph file.
 
-#[path = "support/logs.rs"]
-mod logs;
-#[path = "support/pvctrl.rs"]
-mod pvctrl;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pv_testkit::pvctrl::{FakePvCtrl, Reply};
+use pv_testkit::Logs;
 use pv_xconnect::ctrl::{self, CtrlClient, FetchError, Source};
 use pv_xconnect::graph::LinkSpec;
 use pv_xconnect::shutdown::Shutdown;
-use pvctrl::{FakePvCtrl, Reply};
 use tokio::sync::watch;
 
 /// `n` links as Pantavisor prints them (keys in its order).
@@ -123,7 +119,7 @@ async fn error_conditions_are_classified() {
 
 #[tokio::test]
 async fn failures_keep_the_last_good_graph_and_log_each_change_once() {
-    let (logs, _guard) = logs::Logs::capture();
+    let (logs, _guard) = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("pv-ctrl");
     let fake = FakePvCtrl::with_graph(&sock, &graph(1, 100));
@@ -170,7 +166,7 @@ async fn failures_keep_the_last_good_graph_and_log_each_change_once() {
 
 #[tokio::test]
 async fn missing_socket_then_appearing_applies_the_first_graph_promptly() {
-    let (logs, _guard) = logs::Logs::capture();
+    let (logs, _guard) = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("pv-ctrl");
     // The default-like 1 s interval: the first graph must not wait for it.
@@ -198,7 +194,7 @@ async fn missing_socket_then_appearing_applies_the_first_graph_promptly() {
 
 #[tokio::test]
 async fn pv_ctrl_going_away_keeps_links_then_recovers() {
-    let (logs, _guard) = logs::Logs::capture();
+    let (logs, _guard) = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("pv-ctrl");
     let fake = FakePvCtrl::with_graph(&sock, &graph(2, 1));
@@ -221,7 +217,7 @@ async fn pv_ctrl_going_away_keeps_links_then_recovers() {
 
 #[tokio::test]
 async fn unchanged_graph_is_published_once_and_bad_entries_logged_once() {
-    let (logs, _guard) = logs::Logs::capture();
+    let (logs, _guard) = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("pv-ctrl");
     let body = r#"[{"consumer":"a","consumer_pid":1,"provider":"p","provider_pid":2,"name":"x","type":"unix","target":null,"socket":null},
@@ -253,7 +249,7 @@ async fn write(path: &Path, body: &str) {
 
 #[tokio::test]
 async fn graph_file_is_reread_on_change_and_failures_keep_the_last() {
-    let (logs, _guard) = logs::Logs::capture();
+    let (logs, _guard) = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("graph.json");
     let (mut rx, shutdown) = start_source(Source::File(file.clone()), 50);

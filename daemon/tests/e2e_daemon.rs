@@ -1,20 +1,20 @@
-//! End-to-end: the real `pv-xconnect` binary, a fake pv-ctrl serving the
-//! graph over a Unix socket, and real containers (run as root). The test
-//! process plays the provider's server (bound through `/proc/<pid>/root`)
-//! and the consumer's client.
+//! End-to-end: the real `pv-xconnect` binary, real containers (run as
+//! root) and the graph from a fake pv-ctrl over a Unix socket (or from a
+//! graph file). The test process plays the provider's server (bound
+//! through `/proc/<pid>/root`) and the consumer's client, or runs curl
+//! inside the consumer.
 
-#[path = "support/container.rs"]
-mod container;
-#[path = "support/pvctrl.rs"]
-mod pvctrl;
-
+use std::convert::Infallible;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use container::Container;
-use pvctrl::{FakePvCtrl, Reply};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use pv_testkit::pvctrl::{FakePvCtrl, Reply};
+use pv_testkit::Container;
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -28,19 +28,29 @@ struct Daemon {
     _dir: tempfile::TempDir,
 }
 
+/// Where the daemon under test reads its graph.
+enum GraphFrom<'a> {
+    Ctrl(&'a Path),
+    File(&'a Path),
+}
+
 impl Daemon {
     fn start(ctrl: &Path) -> Daemon {
-        Self::start_limited(ctrl, None)
+        Self::spawn(GraphFrom::Ctrl(ctrl), None)
     }
 
     /// With `nofile`, the daemon runs under that RLIMIT_NOFILE (prlimit).
     fn start_limited(ctrl: &Path, nofile: Option<u32>) -> Daemon {
+        Self::spawn(GraphFrom::Ctrl(ctrl), nofile)
+    }
+
+    fn spawn(source: GraphFrom<'_>, nofile: Option<u32>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("daemon.log");
         let status = dir.path().join("xconnect.sock");
         let mut cmd = match nofile {
             Some(n) => {
-                let mut c = Command::new("prlimit");
+                let mut c = Command::new(pv_testkit::require_tool("prlimit"));
                 c.arg(format!("--nofile={n}:{n}"))
                     .arg("--")
                     .arg(env!("CARGO_BIN_EXE_pv-xconnect"));
@@ -48,9 +58,11 @@ impl Daemon {
             }
             None => Command::new(env!("CARGO_BIN_EXE_pv-xconnect")),
         };
+        match source {
+            GraphFrom::Ctrl(path) => cmd.arg("--ctrl-socket").arg(path),
+            GraphFrom::File(path) => cmd.arg("--graph-file").arg(path),
+        };
         let child = cmd
-            .arg("--ctrl-socket")
-            .arg(ctrl)
             .args(["--interval-ms", "200"])
             .arg("--status-socket")
             .arg(&status)
@@ -395,14 +407,92 @@ async fn fd_exhaustion_backs_off_and_recovers() {
     assert!(d.logs().contains("out of resources"), "logs:\n{}", d.logs());
 
     drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut ok = false;
-    for _ in 0..20 {
-        if echo_ok(&c.path(TARGET)).await {
-            ok = true;
-            break;
+    pv_testkit::assert_eventually!(
+        echo_ok(&c.path(TARGET)).await,
+        "link recovers once fds are free; logs:\n{}",
+        d.logs()
+    );
+}
+
+/// A REST provider answering every request with the identity headers it
+/// received, as JSON lists (so a duplicate would show).
+fn identity_provider(p: &Container, inside: &str) {
+    let path = p.path(inside);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let l = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let service =
+                hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {
+                    let seen = |name: &str| -> Vec<String> {
+                        req.headers()
+                            .get_all(name)
+                            .iter()
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .collect()
+                    };
+                    let body = serde_json::json!({
+                        "client": seen("x-pv-client"),
+                        "role": seen("x-pv-role"),
+                    });
+                    async move {
+                        Ok::<_, Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
+                            body.to_string(),
+                        ))))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), service),
+            );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "link recovers once fds are free; logs:\n{}", d.logs());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_injects_rest_link_from_a_graph_file() {
+    pv_testkit::require_tool("curl");
+    let provider = Container::start("pv-example-rest-server", "sleep infinity");
+    let consumer = Container::start("pv-example-rest-client", "sleep infinity");
+    // The example manifests' paths.
+    let (socket, target) = ("/run/nm/api.sock", "/run/pv/services/network-manager.sock");
+    identity_provider(&provider, socket);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graph = dir.path().join("graph.json");
+    let link = serde_json::json!([{
+        "consumer": consumer.name, "consumer_pid": consumer.pid,
+        "provider": provider.name, "provider_pid": provider.pid,
+        "name": "network-manager", "type": "rest", "role": "operator",
+        "interface": "rest", "target": target, "socket": socket,
+    }]);
+    std::fs::write(&graph, link.to_string()).expect("write graph");
+    let d = Daemon::spawn(GraphFrom::File(&graph), None);
+    assert!(
+        wait_until(Duration::from_secs(10), || is_socket(
+            &consumer.path(target)
+        ))
+        .await,
+        "link socket never appeared in the consumer; logs:\n{}",
+        d.logs()
+    );
+
+    // curl inside the consumer's mount namespace, spoof attempt included.
+    let out = consumer.exec(&format!(
+        "curl -sS -H 'X-PV-Role: admin' -H 'x-pv-client: intruder' \
+         --unix-socket {target} http://localhost/info"
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout} / {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        seen["client"],
+        serde_json::json!(["pv-example-rest-client"])
+    );
+    assert_eq!(seen["role"], serde_json::json!(["operator"]));
+    assert!(
+        !Path::new(target).exists(),
+        "the link socket must exist only inside the consumer"
+    );
+    assert!(d.terminate(), "clean exit on SIGTERM");
 }

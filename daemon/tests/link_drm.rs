@@ -3,32 +3,23 @@
 //! consumer must receive an identical node. Hostile providers (symlinks to
 //! host block devices or to /dev/null, block nodes) must be refused.
 
-#[path = "support/container.rs"]
-mod container;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use container::Container;
+use pv_testkit::Container;
 use pv_xconnect::graph::{LinkSpec, ServiceType};
 use pv_xconnect::link::{self, LinkError};
 use pv_xconnect::shutdown::Shutdown;
+use pv_xconnect::test_util::LinkSpecBuilder;
 
 fn spec(c: &Container, p: &Container, target: &str, device: &str) -> Arc<LinkSpec> {
-    Arc::new(LinkSpec {
-        consumer: c.name.clone(),
-        consumer_pid: c.pid,
-        provider: p.name.clone(),
-        provider_pid: p.pid,
-        name: "drm-master".into(),
-        kind: ServiceType::Drm,
-        role: "any".into(),
-        interface: "drm".into(),
-        target: PathBuf::from(target),
-        socket: PathBuf::from(device),
-        uid: None,
-    })
+    LinkSpecBuilder::new(ServiceType::Drm)
+        .name("drm-master")
+        .consumer(&c.name, c.pid)
+        .provider(&p.name, p.pid)
+        .target(target)
+        .socket(device)
+        .arc()
 }
 
 fn sh(ct: &Container, script: &str) {

@@ -4,20 +4,19 @@
 //! listener through `/proc/<pid>/root`, and the consumer by connecting the
 //! same way, so both ends are checked from outside the code under test.
 
-#[path = "support/container.rs"]
-mod container;
-
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use container::Container;
+use pv_testkit::Container;
 use pv_xconnect::fdpass;
 use pv_xconnect::graph::{LinkSpec, ServiceType};
 use pv_xconnect::link;
+use pv_xconnect::process::{Pid, ProviderPid};
 use pv_xconnect::shutdown::Shutdown;
+use pv_xconnect::test_util::LinkSpecBuilder;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -25,19 +24,17 @@ use tokio::net::{UnixListener, UnixStream};
 const PROVIDER_SOCK: &str = "/run/example/raw.sock";
 
 fn spec(consumer: &Container, provider: &Container, target: &str, socket: &str) -> Arc<LinkSpec> {
-    Arc::new(LinkSpec {
-        consumer: consumer.name.clone(),
-        consumer_pid: consumer.pid,
-        provider: provider.name.clone(),
-        provider_pid: provider.pid,
-        name: "raw-unix".into(),
-        kind: ServiceType::Unix,
-        role: "any".into(),
-        interface: "unix".into(),
-        target: PathBuf::from(target),
-        socket: PathBuf::from(socket),
-        uid: None,
-    })
+    LinkSpecBuilder::new(ServiceType::Unix)
+        .name("raw-unix")
+        .consumer(&consumer.name, consumer.pid)
+        .provider(&provider.name, provider.pid)
+        .target(target)
+        .socket(socket)
+        .arc()
+}
+
+fn in_container(ct: &Container) -> ProviderPid {
+    ProviderPid::Container(Pid::new(ct.pid).expect("container pid"))
 }
 
 fn pair(tag: &str) -> (Container, Container) {
@@ -445,10 +442,13 @@ async fn provider_sees_requested_credentials_and_files_stay_scoped() {
         let cred = s.peer_cred().unwrap();
         (cred.uid(), cred.gid())
     });
-    let s =
-        pv_xconnect::ns::connect_provider(p.pid, Path::new(PROVIDER_SOCK), Some((90001, 90002)))
-            .await
-            .expect("connect as 90001:90002");
+    let s = pv_xconnect::ns::connect_provider(
+        in_container(&p),
+        Path::new(PROVIDER_SOCK),
+        Some((90001, 90002)),
+    )
+    .await
+    .expect("connect as 90001:90002");
     assert_eq!(accept.await.unwrap(), (90001, 90002));
     drop(s);
 
@@ -459,17 +459,17 @@ async fn provider_sees_requested_credentials_and_files_stay_scoped() {
     std::fs::write(&secret, b"host secret").unwrap();
     std::os::unix::fs::symlink(&secret, p.path("/run/link")).unwrap();
     assert!(
-        pv_xconnect::ns::read_provider_file(p.pid, Path::new("/run/link"), 4096)
+        pv_xconnect::ns::read_provider_file(in_container(&p), Path::new("/run/link"), 4096)
             .await
             .is_err()
     );
     std::fs::write(p.path("/run/passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
-    let got = pv_xconnect::ns::read_provider_file(p.pid, Path::new("/run/passwd"), 4096)
+    let got = pv_xconnect::ns::read_provider_file(in_container(&p), Path::new("/run/passwd"), 4096)
         .await
         .unwrap();
     assert_eq!(got, b"root:x:0:0::/root:/bin/sh\n");
     assert!(
-        pv_xconnect::ns::read_provider_file(p.pid, Path::new("/run/passwd"), 4)
+        pv_xconnect::ns::read_provider_file(in_container(&p), Path::new("/run/passwd"), 4)
             .await
             .is_err()
     );

@@ -20,25 +20,19 @@ fn run(bin: &str, args: &[&str]) -> (i32, String) {
     )
 }
 
-fn mk_drm_node(path: &Path, minor: u64) -> bool {
-    match mknod(
+/// A DRM character node 226:`minor` at `path`, mode 0660 (needs root).
+fn mk_drm_node(path: &Path, minor: u64) {
+    pv_testkit::require_root();
+    mknod(
         path,
         SFlag::S_IFCHR,
         Mode::from_bits_truncate(0o660),
         makedev(226, minor),
-    ) {
-        Ok(()) => {
-            // mknod applies the umask; the provider test checks the exact mode.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-                .expect("chmod node");
-            true
-        }
-        Err(e) => {
-            eprintln!("SKIP: mknod 226:{minor} not permitted ({e}); run as root");
-            false
-        }
-    }
+    )
+    .unwrap_or_else(|e| panic!("mknod 226:{minor} at {}: {e}", path.display()));
+    // mknod applies the umask; the provider test checks the exact mode.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).expect("chmod node");
 }
 
 #[test]
@@ -64,9 +58,7 @@ fn master_and_render_report_missing() {
 fn master_on_driverless_node_is_unavailable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("card0");
-    if !mk_drm_node(&p, 0) {
-        return;
-    }
+    mk_drm_node(&p, 0);
     let (code, out) = run(
         env!("CARGO_BIN_EXE_pv-example-drm-master"),
         &[
@@ -96,9 +88,7 @@ fn master_on_driverless_node_is_unavailable() {
 fn render_on_driverless_node_is_unavailable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("renderD128");
-    if !mk_drm_node(&p, 128) {
-        return;
-    }
+    mk_drm_node(&p, 128);
     let (code, out) = run(
         env!("CARGO_BIN_EXE_pv-example-drm-render"),
         &["--once", "--device", p.to_str().expect("utf8")],
@@ -119,9 +109,7 @@ fn render_on_driverless_node_is_unavailable() {
 fn provider_reports_exports() {
     let dir = tempfile::tempdir().expect("tempdir");
     let card = dir.path().join("card0");
-    if !mk_drm_node(&card, 0) {
-        return;
-    }
+    mk_drm_node(&card, 0);
     let missing = dir.path().join("renderD128");
     let card_arg = format!("drm-master={}", card.display());
     let missing_arg = format!("drm-render={}", missing.display());

@@ -10,6 +10,7 @@
 use super::LinkError;
 use crate::graph::LinkSpec;
 use crate::ns::{self, DeviceNode, Injected};
+use crate::process::LinkPids;
 
 /// The DRM subsystem's character-device major number.
 pub const DRM_MAJOR: u64 = 226;
@@ -39,19 +40,11 @@ pub fn validate(node: &DeviceNode) -> Result<(), String> {
 
 /// Validate the provider's node and create it at the link's target in the
 /// consumer with the provider node's mode, uid and gid.
-pub async fn install(spec: &LinkSpec) -> Result<Injected, LinkError> {
+pub async fn install(spec: &LinkSpec, pids: LinkPids) -> Result<Injected, LinkError> {
     let refuse = |why: String| {
-        tracing::error!(
-            consumer = %spec.consumer,
-            provider = %spec.provider,
-            provider_pid = spec.provider_pid,
-            name = %spec.name,
-            device = %spec.socket.display(),
-            "drm link refused: {why}"
-        );
         LinkError::Refused(format!("provider device {} {why}", spec.socket.display()))
     };
-    let node = match ns::stat_provider_device(spec.provider_pid, &spec.socket).await {
+    let node = match ns::stat_provider_device(pids.provider, &spec.socket).await {
         Ok(node) => node,
         Err(e) => {
             return Err(refuse(format!(
@@ -60,7 +53,7 @@ pub async fn install(spec: &LinkSpec) -> Result<Injected, LinkError> {
         }
     };
     validate(&node).map_err(refuse)?;
-    Ok(ns::mknod_in_consumer(spec.consumer_pid, &spec.target, node).await?)
+    Ok(ns::mknod_in_consumer(pids.consumer, &spec.target, node).await?)
 }
 
 #[cfg(test)]

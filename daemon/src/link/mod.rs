@@ -1,15 +1,26 @@
 //! One running link: the injected listener (or device node), its sessions,
-//! and its teardown. Per-type mediation lives in the submodules; each offers
-//! `Config::prepare` (computed once per link) and `serve` (one session).
+//! and its teardown. Per-type mediation lives in the submodules: [`unix`]
+//! (byte relay with fds), [`rest`] (HTTP proxy stamping the identity),
+//! [`dbus`] (D-Bus proxy with role uid and filter), [`wayland`]
+//! (protocol-aware relay), [`drm`] (a device node, no listener).
 //!
-//! [`start`] injects a listening socket into the consumer and spawns an
-//! accept loop holding a child of the daemon's [`Shutdown`] token; every
-//! accepted connection becomes a session task that dispatches on the link's
-//! type. A session that fails is logged with its consumer and link name; one
-//! that panics is caught and logged, never taking the daemon down. [`drm`]
-//! links have no listener: a device node is created instead.
-//! [`LinkHandle::stop`] cancels the token, waits for the accept loop and the
-//! sessions, then removes what was injected if it is still ours.
+//! [`start`] sets a link up in order: its pids are checked
+//! ([`LinkPids::of`]), its [`Mediation`] is prepared once (per-type
+//! configuration: the rest identity, the dbus uid and filter, the wayland
+//! filter), a listening socket is injected into the consumer, and [`serve`]
+//! takes over that listener under a child of the daemon's [`Shutdown`]
+//! token. [`drm`] links have no listener: a device node is created instead.
+//!
+//! [`serve`] is the accept loop: every accepted connection becomes a
+//! session task that dispatches on the link's type. A mediation's `serve`
+//! returns how its session ended ([`SessionError`]) and the accept loop
+//! logs it, once; a session that panics is caught and logged, never taking
+//! the daemon down. It is public so tests and benchmarks run this very
+//! loop on a listener of their own.
+//!
+//! [`LinkHandle::stop`] cancels the link's token, waits for the accept loop
+//! (which gives its sessions [`SESSION_DRAIN`] to end), then removes what
+//! was injected if it is still ours, and says what it did ([`Removal`]).
 
 pub mod dbus;
 pub mod drm;
@@ -18,6 +29,7 @@ pub mod unix;
 pub mod wayland;
 
 use std::any::Any;
+use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -30,9 +42,12 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
+use tracing::Level;
 
 use crate::graph::{LinkSpec, ServiceType};
+use crate::logging::link_event;
 use crate::ns::{self, Injected, NsError};
+use crate::process::{LinkPids, PidError, ProviderPid};
 use crate::shutdown::Shutdown;
 
 /// Counters shown by `pv-xconnect status`.
@@ -63,25 +78,17 @@ impl LinkStats {
     }
 }
 
-/// How to reach the provider end of a link.
+/// The provider end of a link: how to reach its socket.
 #[derive(Debug, Clone)]
-pub struct Upstream {
-    pub provider: String,
-    /// 0 means the host side (hosted system bus); >0 the provider's init pid.
-    pub provider_pid: i32,
+pub struct Provider {
+    /// The provider container's name (`_pv_` for the hosted bus).
+    pub name: String,
+    pub pid: ProviderPid,
     /// Socket path inside the provider's root.
     pub socket: PathBuf,
 }
 
-impl Upstream {
-    pub fn from_spec(spec: &LinkSpec) -> Self {
-        Self {
-            provider: spec.provider.clone(),
-            provider_pid: spec.provider_pid,
-            socket: spec.socket.clone(),
-        }
-    }
-
+impl Provider {
     /// Connect to the provider's socket, resolved inside the provider's root.
     pub async fn connect(&self) -> Result<UnixStream, NsError> {
         self.connect_with(None).await
@@ -94,9 +101,9 @@ impl Upstream {
     }
 
     async fn connect_with(&self, creds: Option<(u32, u32)>) -> Result<UnixStream, NsError> {
-        let std = ns::connect_provider(self.provider_pid, &self.socket, creds).await?;
-        std.set_nonblocking(true).map_err(NsError::Io)?;
-        UnixStream::from_std(std).map_err(NsError::Io)
+        let std = ns::connect_provider(self.pid, &self.socket, creds).await?;
+        std.set_nonblocking(true)?;
+        Ok(UnixStream::from_std(std)?)
     }
 }
 
@@ -104,7 +111,7 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub spec: Arc<LinkSpec>,
-    pub upstream: Arc<Upstream>,
+    pub provider: Arc<Provider>,
     pub stats: Arc<LinkStats>,
     /// Cancelled when the link is torn down or the daemon stops.
     pub shutdown: Shutdown,
@@ -113,6 +120,8 @@ pub struct Session {
 /// Why a link could not be set up (shown as `failed: <reason>` in status).
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    #[error("{0}")]
+    Pid(#[from] PidError),
     #[error("namespace: {0}")]
     Ns(#[from] NsError),
     #[error("{0}")]
@@ -121,78 +130,84 @@ pub enum LinkError {
     Other(#[from] anyhow::Error),
 }
 
-/// How long [`LinkHandle::stop`] waits for sessions to notice cancellation.
-const SESSION_DRAIN: Duration = Duration::from_secs(2);
+/// How a session ended, when not cleanly. Every mediation's `serve`
+/// returns it; the accept loop logs it, once.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Something an operator should hear about: the provider cannot be
+    /// reached, a peer broke the protocol. Logged as a warning.
+    #[error("{0:#}")]
+    Fault(anyhow::Error),
+    /// A peer left mid-exchange, which peers may do. Logged at debug level.
+    #[error("{0:#}")]
+    Gone(anyhow::Error),
+}
+
+impl From<anyhow::Error> for SessionError {
+    fn from(e: anyhow::Error) -> Self {
+        SessionError::Fault(e)
+    }
+}
+
+/// How long sessions get to notice cancellation when a link stops.
+pub const SESSION_DRAIN: Duration = Duration::from_secs(2);
 /// Pause after an accept failure caused by resource exhaustion (EMFILE,
 /// ENFILE, ENOBUFS, ENOMEM): retrying at once would spin, since the pending
 /// connection stays queued until an fd frees up.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// What [`LinkHandle::stop`] did with the node it had injected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed from the consumer.
+    Removed,
+    /// The consumer's namespace, or our node in it, was already gone.
+    AlreadyGone,
+    /// It could not be removed (why).
+    Failed(String),
+}
+
+impl fmt::Display for Removal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Removal::Removed => f.write_str("node removed from the consumer"),
+            Removal::AlreadyGone => f.write_str("consumer namespace or node already gone"),
+            Removal::Failed(e) => write!(f, "node not removed: {e}"),
+        }
+    }
+}
+
 /// A running link. Dropping it without [`LinkHandle::stop`] still cancels
 /// its tasks, but only `stop` removes what was injected.
 #[derive(Debug)]
 pub struct LinkHandle {
-    spec: Arc<LinkSpec>,
     stats: Arc<LinkStats>,
     shutdown: Shutdown,
     accept: Option<JoinHandle<()>>,
-    sessions: TaskTracker,
     injected: Option<Injected>,
 }
 
 impl LinkHandle {
-    pub fn spec(&self) -> &Arc<LinkSpec> {
-        &self.spec
-    }
-
     pub fn stats(&self) -> &Arc<LinkStats> {
         &self.stats
     }
 
     /// Stop the listener, close its sessions and remove the injected socket
     /// or node from the consumer if that namespace still exists.
-    pub async fn stop(mut self) {
+    pub async fn stop(mut self) -> Removal {
         self.shutdown.cancel();
         if let Some(accept) = self.accept.take() {
-            // The loop owns the listener: once it ends, new connects fail.
+            // The loop owns the listener and drains the sessions: once it
+            // ended, new connects fail and the sessions are done.
             let _ = accept.await;
         }
-        self.sessions.close();
-        if tokio::time::timeout(SESSION_DRAIN, self.sessions.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                consumer = %self.spec.consumer,
-                name = %self.spec.name,
-                live = self.stats.live(),
-                "sessions still running after stop; abandoning them"
-            );
-        }
-        if let Some(injected) = self.injected.take() {
-            match ns::remove_injected(&injected).await {
-                Ok(true) => tracing::info!(
-                    consumer = %self.spec.consumer,
-                    name = %self.spec.name,
-                    consumer_pid = self.spec.consumer_pid,
-                    target = %injected.path.display(),
-                    "link removed from consumer"
-                ),
-                Ok(false) => tracing::info!(
-                    consumer = %self.spec.consumer,
-                    name = %self.spec.name,
-                    consumer_pid = self.spec.consumer_pid,
-                    target = %injected.path.display(),
-                    "link stopped; consumer namespace or node already gone"
-                ),
-                Err(err) => tracing::warn!(
-                    consumer = %self.spec.consumer,
-                    name = %self.spec.name,
-                    target = %injected.path.display(),
-                    %err,
-                    "link stopped but its node could not be removed"
-                ),
-            }
+        match self.injected.take() {
+            None => Removal::AlreadyGone,
+            Some(injected) => match ns::remove_injected(&injected).await {
+                Ok(true) => Removal::Removed,
+                Ok(false) => Removal::AlreadyGone,
+                Err(err) => Removal::Failed(err.to_string()),
+            },
         }
     }
 }
@@ -203,8 +218,17 @@ impl Drop for LinkHandle {
     }
 }
 
-/// Per-link mediation, prepared once when the link starts.
-enum Mediation {
+/// A link's mediation, prepared once when the link starts: the link, its
+/// provider and the per-type configuration its sessions share.
+#[derive(Debug)]
+pub struct Mediation {
+    spec: Arc<LinkSpec>,
+    provider: Arc<Provider>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
     Unix,
     Rest(rest::Config),
     Dbus(dbus::Config),
@@ -212,117 +236,99 @@ enum Mediation {
 }
 
 impl Mediation {
-    async fn prepare(spec: &LinkSpec, upstream: &Upstream) -> Result<Self, LinkError> {
-        Ok(match &spec.kind {
-            ServiceType::Unix => Mediation::Unix,
-            ServiceType::Rest => Mediation::Rest(rest::Config::prepare(spec, upstream).await?),
-            ServiceType::Dbus => Mediation::Dbus(dbus::Config::prepare(spec, upstream).await?),
-            ServiceType::Wayland => {
-                Mediation::Wayland(wayland::Config::prepare(spec, upstream).await?)
-            }
+    /// Check the provider's pid and compute the link's per-type
+    /// configuration. `drm` (a device node, see [`drm::install`]) and
+    /// unsupported types have no socket mediation.
+    pub async fn prepare(spec: Arc<LinkSpec>) -> Result<Mediation, LinkError> {
+        let provider = Arc::new(Provider {
+            name: spec.provider.clone(),
+            pid: ProviderPid::new(spec.provider_pid)?,
+            socket: spec.socket.clone(),
+        });
+        let kind = match &spec.kind {
+            ServiceType::Unix => Kind::Unix,
+            ServiceType::Rest => Kind::Rest(rest::Config::prepare(&spec)?),
+            ServiceType::Dbus => Kind::Dbus(dbus::Config::prepare(&spec, &provider).await?),
+            ServiceType::Wayland => Kind::Wayland(wayland::Config::prepare(&spec)),
             other => {
                 return Err(LinkError::Refused(format!(
                     "no socket mediation for type {other:?}"
                 )))
             }
+        };
+        Ok(Mediation {
+            spec,
+            provider,
+            kind,
         })
     }
 
-    async fn serve(&self, consumer: UnixStream, session: &Session) -> anyhow::Result<()> {
-        match self {
-            Mediation::Unix => unix::serve(consumer, session).await,
-            Mediation::Rest(c) => rest::serve(c, consumer, session).await,
-            Mediation::Dbus(c) => dbus::serve(c, consumer, session).await,
-            Mediation::Wayland(c) => wayland::serve(c, consumer, session).await,
+    async fn serve(&self, consumer: UnixStream, session: &Session) -> Result<(), SessionError> {
+        match &self.kind {
+            Kind::Unix => unix::serve(consumer, session).await,
+            Kind::Rest(c) => rest::serve(c, consumer, session).await,
+            Kind::Dbus(c) => dbus::serve(c, consumer, session).await,
+            Kind::Wayland(c) => wayland::serve(c, consumer, session).await,
         }
     }
 }
 
-/// Set up a link: inject into the consumer (pid must be > 0) and start
-/// mediating. `parent` is the daemon's shutdown token.
+/// Set up a link: check its pids, prepare its mediation, inject into the
+/// consumer and serve. `parent` is the daemon's shutdown token.
 pub async fn start(spec: Arc<LinkSpec>, parent: &Shutdown) -> Result<LinkHandle, LinkError> {
-    if spec.consumer_pid <= 0 {
-        return Err(LinkError::Refused(format!(
-            "consumer {} not running (pid {})",
-            spec.consumer, spec.consumer_pid
-        )));
-    }
-    if spec.provider_pid < 0 {
-        return Err(LinkError::Refused(format!(
-            "provider {} not running (pid {})",
-            spec.provider, spec.provider_pid
-        )));
-    }
+    let pids = LinkPids::of(&spec)?;
     let stats = Arc::new(LinkStats::default());
     let shutdown = parent.child_token();
-    let sessions = TaskTracker::new();
 
     if spec.kind == ServiceType::Drm {
-        let injected = drm::install(&spec).await?;
-        log_started(&spec, "device node created in consumer");
+        let injected = drm::install(&spec, pids).await?;
         return Ok(LinkHandle {
-            spec,
             stats,
             shutdown,
             accept: None,
-            sessions,
             injected: Some(injected),
         });
     }
 
-    let upstream = Arc::new(Upstream::from_spec(&spec));
-    let mediation = Arc::new(Mediation::prepare(&spec, &upstream).await?);
-    let (std_listener, injected) = ns::inject_socket(spec.consumer_pid, &spec.target).await?;
+    let mediation = Mediation::prepare(spec.clone()).await?;
+    let (std_listener, injected) = ns::inject_socket(pids.consumer, &spec.target).await?;
     let listener = std_listener
         .set_nonblocking(true)
-        .and_then(|()| UnixListener::from_std(std_listener))
-        .map_err(NsError::Io);
+        .and_then(|()| UnixListener::from_std(std_listener));
     let listener = match listener {
         Ok(l) => l,
         Err(e) => {
             let _ = ns::remove_injected(&injected).await;
-            return Err(e.into());
+            return Err(NsError::Io(e).into());
         }
     };
-    let base = Session {
-        spec: spec.clone(),
-        upstream,
-        stats: stats.clone(),
-        shutdown: shutdown.clone(),
-    };
-    let accept = tokio::spawn(accept_loop(listener, base, mediation, sessions.clone()));
-    log_started(&spec, "socket injected into consumer");
+    let accept = tokio::spawn(serve(listener, mediation, stats.clone(), shutdown.clone()));
     Ok(LinkHandle {
-        spec,
         stats,
         shutdown,
         accept: Some(accept),
-        sessions,
         injected: Some(injected),
     })
 }
 
-fn log_started(spec: &LinkSpec, what: &str) {
-    tracing::info!(
-        consumer = %spec.consumer,
-        consumer_pid = spec.consumer_pid,
-        provider = %spec.provider,
-        provider_pid = spec.provider_pid,
-        name = %spec.name,
-        kind = ?spec.kind,
-        target = %spec.target.display(),
-        socket = %spec.socket.display(),
-        "{what}"
-    );
-}
-
-async fn accept_loop(
+/// The accept loop: serve consumer connections accepted on `listener`,
+/// each one a session of `mediation` counted in `stats`, until `shutdown`
+/// is cancelled; then close the listener and give the sessions
+/// [`SESSION_DRAIN`] to end.
+pub async fn serve(
     listener: UnixListener,
-    base: Session,
-    mediation: Arc<Mediation>,
-    sessions: TaskTracker,
+    mediation: Mediation,
+    stats: Arc<LinkStats>,
+    shutdown: Shutdown,
 ) {
-    let shutdown = base.shutdown.clone();
+    let mediation = Arc::new(mediation);
+    let base = Session {
+        spec: mediation.spec.clone(),
+        provider: mediation.provider.clone(),
+        stats,
+        shutdown: shutdown.clone(),
+    };
+    let sessions = TaskTracker::new();
     let mut exhausted = false;
     loop {
         let accepted = tokio::select! {
@@ -332,16 +338,14 @@ async fn accept_loop(
         match accepted {
             Ok((stream, _)) => {
                 exhausted = false;
-                let session = base.clone();
-                let mediation = mediation.clone();
-                sessions.spawn(run_session(stream, session, mediation));
+                sessions.spawn(run_session(stream, base.clone(), mediation.clone()));
             }
             Err(err) if is_exhaustion(&err) => {
                 if !exhausted {
-                    tracing::warn!(
-                        consumer = %base.spec.consumer,
-                        name = %base.spec.name,
-                        %err,
+                    link_event!(
+                        Level::WARN,
+                        base.spec,
+                        reason = %err,
                         "accept: out of resources, backing off"
                     );
                     exhausted = true;
@@ -353,9 +357,22 @@ async fn accept_loop(
             }
             Err(err) => {
                 // ECONNABORTED and friends concern one connection only.
-                tracing::debug!(consumer = %base.spec.consumer, name = %base.spec.name, %err, "accept");
+                link_event!(Level::DEBUG, base.spec, reason = %err, "accept");
             }
         }
+    }
+    drop(listener);
+    sessions.close();
+    if tokio::time::timeout(SESSION_DRAIN, sessions.wait())
+        .await
+        .is_err()
+    {
+        link_event!(
+            Level::WARN,
+            base.spec,
+            live = base.stats.live(),
+            "sessions still running after stop; abandoning them"
+        );
     }
 }
 
@@ -393,19 +410,20 @@ async fn run_session(stream: UnixStream, session: Session, mediation: Arc<Mediat
         _ = shutdown.cancelled() => return,
         r = served => r,
     };
+    let spec = &session.spec;
     match outcome {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(
-            consumer = %session.spec.consumer,
-            name = %session.spec.name,
-            provider = %session.spec.provider,
-            "session closed: {err:#}"
-        ),
-        Err(panic) => tracing::error!(
-            consumer = %session.spec.consumer,
-            name = %session.spec.name,
-            "session panicked: {}",
-            panic_message(&*panic)
+        Ok(Err(SessionError::Fault(err))) => {
+            link_event!(Level::WARN, spec, reason = %format_args!("{err:#}"), "session failed")
+        }
+        Ok(Err(SessionError::Gone(err))) => {
+            link_event!(Level::DEBUG, spec, reason = %format_args!("{err:#}"), "session ended")
+        }
+        Err(panic) => link_event!(
+            Level::ERROR,
+            spec,
+            reason = %panic_message(&*panic),
+            "session panicked"
         ),
     }
 }

@@ -20,7 +20,7 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
-use super::{LinkStats, Session};
+use super::{LinkStats, Session, SessionError};
 use crate::fdpass;
 use crate::shutdown::Shutdown;
 
@@ -36,13 +36,14 @@ const INITIAL_BUF: usize = 16 * 1024;
 pub const HALF_OPEN_LINGER: Duration = Duration::from_secs(30);
 
 /// Relay one consumer connection to a fresh provider connection.
-pub async fn serve(consumer: UnixStream, session: &Session) -> anyhow::Result<()> {
-    let provider = session.upstream.connect().await.with_context(|| {
+pub async fn serve(consumer: UnixStream, session: &Session) -> Result<(), SessionError> {
+    let p = &session.provider;
+    let provider = p.connect().await.with_context(|| {
         format!(
             "provider {} (pid {}) unreachable at {}",
-            session.upstream.provider,
-            session.upstream.provider_pid,
-            session.upstream.socket.display()
+            p.name,
+            p.pid,
+            p.socket.display()
         )
     })?;
     relay(
@@ -52,7 +53,8 @@ pub async fn serve(consumer: UnixStream, session: &Session) -> anyhow::Result<()
         &session.shutdown,
         HALF_OPEN_LINGER,
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Relay between `consumer` and `provider` until both directions ended,

@@ -278,6 +278,12 @@ fn is_mountpoint(p: &Path) -> bool {
 }
 
 /// Docker gives no loop devices; `mount -o loop` needs them.
+///
+/// Loop devices are the host's: the free ones may be numbered far past any
+/// fixed range when other users (or earlier runs) hold the low ones, so the
+/// node made is the one the kernel hands out next (`losetup -f` asks
+/// loop-control), plus a few after it for concurrent appengines racing for
+/// the same number.
 fn ensure_loop_devices(dev: &Path) -> Result<()> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     let ctl = dev.join("loop-control");
@@ -290,7 +296,10 @@ fn ensure_loop_devices(dev: &Path) -> Result<()> {
         )
         .with_context(|| format!("mknod {}", ctl.display()))?;
     }
-    for n in 0..64u64 {
+    let free = run(Command::new("losetup").arg("-f"))?;
+    let first = parse_loop_device(&free)
+        .with_context(|| format!("`losetup -f` printed {:?}, not /dev/loopN", free.trim()))?;
+    for n in first..first + 8 {
         let p = dev.join(format!("loop{n}"));
         if !p.exists() {
             mknod(
@@ -303,6 +312,11 @@ fn ensure_loop_devices(dev: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `/dev/loopN` → N.
+fn parse_loop_device(s: &str) -> Option<u64> {
+    s.trim().strip_prefix("/dev/loop")?.parse().ok()
 }
 
 impl LxcRuntime {
@@ -465,7 +479,22 @@ mod tests {
     }
 
     #[test]
+    fn loop_device_numbers_come_from_losetup_output() {
+        assert_eq!(parse_loop_device("/dev/loop0\n"), Some(0));
+        assert_eq!(parse_loop_device("/dev/loop187"), Some(187));
+        assert_eq!(
+            parse_loop_device("losetup: cannot find an unused loop device"),
+            None
+        );
+        assert_eq!(parse_loop_device("/dev/loopX"), None);
+    }
+
+    #[test]
     fn translate_drops_device_cgroup_and_adds_console() {
+        assert!(
+            WATCHDOG_CONF.contains("lxc.cgroup.devices.allow"),
+            "fixture changed"
+        );
         let c = Container::named("watchdog_pinger");
         let t = translate_conf(WATCHDOG_CONF, &Paths::default(), &c);
         assert!(

@@ -51,6 +51,15 @@
 //! Malformed SASL, oversized or corrupt messages, or a message announcing
 //! more fds than arrived with it close that connection only (logged).
 //! Unix fds travel with the message that carries them, both ways.
+//!
+//! # Layout
+//!
+//! - [`wire`]: message framing (prologue check, header fields).
+//! - [`sasl`]: the authentication exchange, rewritten line by line.
+//! - [`policy`]: the filter's rules and the pure [`policy::decide`].
+//! - [`passwd`]: role → uid, from the provider's `/etc/passwd`.
+//! - this module: [`Config`] (once per link) and [`serve`] (one consumer
+//!   connection: SASL, then a `Connection` pumping both directions).
 
 pub mod passwd;
 pub mod policy;
@@ -68,9 +77,10 @@ use tokio::net::UnixStream;
 use self::policy::{Policy, State, Verdict};
 use self::sasl::Step;
 use self::wire::{Header, MessageType};
-use super::{LinkError, Session, Upstream};
+use super::{LinkError, Provider, Session, SessionError};
 use crate::fdpass;
 use crate::graph::LinkSpec;
+use crate::logging::link_event;
 use crate::ns::NsError;
 
 /// Fds may arrive a little ahead of the message that claims them, never
@@ -92,14 +102,17 @@ pub struct Config {
 impl Config {
     /// Resolve the role and parse the filter. Fails only on an `interface`
     /// that is neither the default nor a list of bus names.
-    pub async fn prepare(spec: &LinkSpec, upstream: &Upstream) -> anyhow::Result<Self> {
+    pub async fn prepare(spec: &LinkSpec, provider: &Provider) -> anyhow::Result<Self> {
         let policy = Policy::parse(&spec.interface)?;
         let (uid, gid) = match spec.uid {
             Some(uid) => (uid, uid),
-            None => resolve_role(&spec.role, upstream).await?,
+            None => resolve_role(spec, provider).await?,
         };
-        tracing::info!(
-            link = %spec.name, consumer = %spec.consumer, role = %spec.role, uid,
+        link_event!(
+            tracing::Level::INFO,
+            spec,
+            role = %spec.role,
+            uid,
             filtered = policy.is_some(),
             "dbus: masquerading as uid {uid}"
         );
@@ -111,11 +124,16 @@ impl Config {
 /// knows its users, we do not). A provider without one gets `nobody` for
 /// every name; any other read error fails the link, which reconcile retries,
 /// rather than silently demoting a root client to `nobody` for good.
-async fn resolve_role(role: &str, upstream: &Upstream) -> Result<(u32, u32), LinkError> {
-    let text = match provider_passwd(upstream).await {
+async fn resolve_role(spec: &LinkSpec, provider: &Provider) -> Result<(u32, u32), LinkError> {
+    let role = &spec.role;
+    let text = match provider_passwd(provider).await {
         Ok(t) => t,
-        Err(e) if e.is_absent_in_root() => {
-            tracing::warn!(provider = %upstream.provider, "dbus: provider has no /etc/passwd");
+        Err(NsError::AbsentInRoot(_)) => {
+            link_event!(
+                tracing::Level::WARN,
+                spec,
+                "dbus: provider has no /etc/passwd"
+            );
             String::new()
         }
         Err(err) => {
@@ -125,8 +143,10 @@ async fn resolve_role(role: &str, upstream: &Upstream) -> Result<(u32, u32), Lin
         }
     };
     Ok(passwd::lookup(role, &text).unwrap_or_else(|| {
-        tracing::info!(
-            role,
+        link_event!(
+            tracing::Level::INFO,
+            spec,
+            role = %role,
             "dbus: role not found in provider, using nobody (65534)"
         );
         passwd::NOBODY
@@ -135,9 +155,9 @@ async fn resolve_role(role: &str, upstream: &Upstream) -> Result<(u32, u32), Lin
 
 /// The provider's `/etc/passwd`, read inside its root (symlinks cannot
 /// leave it; provider_pid 0 is the host).
-async fn provider_passwd(upstream: &Upstream) -> Result<String, NsError> {
+async fn provider_passwd(provider: &Provider) -> Result<String, NsError> {
     let bytes = crate::ns::read_provider_file(
-        upstream.provider_pid,
+        provider.pid,
         std::path::Path::new("/etc/passwd"),
         passwd::MAX_PASSWD,
     )
@@ -146,23 +166,21 @@ async fn provider_passwd(upstream: &Upstream) -> Result<String, NsError> {
 }
 
 /// Serve one consumer connection until either side closes.
-pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> anyhow::Result<()> {
+pub async fn serve(
+    config: &Config,
+    consumer: UnixStream,
+    session: &Session,
+) -> Result<(), SessionError> {
     let bus = session
-        .upstream
+        .provider
         .connect_as(config.uid, config.gid)
         .await
         .context("connect to the provider's bus")?;
-    let result = tokio::select! {
-        r = proxy(config, &consumer, &bus, session) => r,
-        _ = session.shutdown.cancelled() => Ok(()),
-    };
-    if let Err(err) = &result {
-        tracing::warn!(
-            link = %session.spec.name, consumer = %session.spec.consumer,
-            "dbus: connection closed: {err:#}"
-        );
+    tokio::select! {
+        r = proxy(config, &consumer, &bus, session) => r.context("dbus")?,
+        _ = session.shutdown.cancelled() => {}
     }
-    result
+    Ok(())
 }
 
 /// Bytes read from a socket but not consumed yet, with their fds.
@@ -255,7 +273,7 @@ async fn proxy(
 
     // Message mode: one pump per direction; the consumer socket is written
     // by both (denials come from the upward pump), so writes take a lock.
-    let link = Link {
+    let conn = Connection {
         config,
         consumer,
         session,
@@ -263,8 +281,8 @@ async fn proxy(
         consumer_writes: tokio::sync::Mutex::new(()),
         serial: AtomicU32::new(1),
     };
-    let up = link.pump(consumer, bus, from_consumer, Direction::Up);
-    let down = link.pump(bus, consumer, from_bus, Direction::Down);
+    let up = conn.pump(consumer, bus, from_consumer, Direction::Up);
+    let down = conn.pump(bus, consumer, from_bus, Direction::Down);
     tokio::pin!(up, down);
     tokio::select! {
         r = &mut up => { r?; down.await }
@@ -280,7 +298,8 @@ enum Direction {
     Down,
 }
 
-struct Link<'a> {
+/// One consumer connection in message mode, and its bus connection.
+struct Connection<'a> {
     config: &'a Config,
     consumer: &'a UnixStream,
     session: &'a Session,
@@ -290,7 +309,7 @@ struct Link<'a> {
     serial: AtomicU32,
 }
 
-impl Link<'_> {
+impl Connection<'_> {
     async fn pump(
         &self,
         src: &UnixStream,
@@ -402,8 +421,9 @@ impl Link<'_> {
         match verdict {
             Verdict::Forward => Ok(true),
             Verdict::Deny(reason) => {
-                tracing::info!(
-                    link = %spec.name, consumer = %spec.consumer,
+                link_event!(
+                    tracing::Level::INFO,
+                    spec,
                     member = h.member.as_deref().unwrap_or(""),
                     destination = h.destination.as_deref().unwrap_or(""),
                     "dbus: *DENIED* {reason}"
@@ -423,7 +443,7 @@ impl Link<'_> {
                 Ok(false)
             }
             Verdict::Drop(reason) => {
-                tracing::info!(link = %spec.name, consumer = %spec.consumer, "dbus: dropped: {reason}");
+                link_event!(tracing::Level::INFO, spec, "dbus: dropped: {reason}");
                 Ok(false)
             }
         }
@@ -447,22 +467,31 @@ impl Link<'_> {
 mod tests {
     use super::*;
 
-    fn upstream(pid: i32) -> Upstream {
-        Upstream {
-            provider: "bus".into(),
-            provider_pid: pid,
-            socket: "/run/dbus/system_bus_socket".into(),
-        }
+    fn bus(pid: i32, role: &str) -> (LinkSpec, Provider) {
+        let spec = crate::test_util::LinkSpecBuilder::new(crate::graph::ServiceType::Dbus)
+            .provider("bus", pid)
+            .socket("/run/dbus/system_bus_socket")
+            .role(role)
+            .build();
+        let provider = Provider {
+            name: spec.provider.clone(),
+            pid: crate::process::ProviderPid::new(pid).expect("provider pid"),
+            socket: spec.socket.clone(),
+        };
+        (spec, provider)
+    }
+
+    async fn resolve(pid: i32, role: &str) -> Result<(u32, u32), LinkError> {
+        let (spec, provider) = bus(pid, role);
+        resolve_role(&spec, &provider).await
     }
 
     #[tokio::test]
     async fn names_resolve_in_the_providers_passwd() {
         // pid 0: the host's root, whose passwd has root.
-        assert_eq!(resolve_role("root", &upstream(0)).await.unwrap(), (0, 0));
+        assert_eq!(resolve(0, "root").await.unwrap(), (0, 0));
         assert_eq!(
-            resolve_role("no-such-user-here", &upstream(0))
-                .await
-                .unwrap(),
+            resolve(0, "no-such-user-here").await.unwrap(),
             passwd::NOBODY
         );
     }
@@ -471,8 +500,7 @@ mod tests {
     async fn a_provider_whose_passwd_cannot_be_read_fails_the_link() {
         // A vanished provider must not turn a root client into nobody for
         // the link's lifetime: the error makes reconcile retry.
-        let gone = upstream(i32::MAX);
-        let err = resolve_role("root", &gone).await.unwrap_err();
+        let err = resolve(i32::MAX, "root").await.unwrap_err();
         assert!(err.to_string().contains("/etc/passwd"), "{err}");
     }
 }

@@ -120,7 +120,7 @@ impl Policy {
 }
 
 /// Bus-name syntax of the specification (well-known names only).
-pub fn is_well_known_name(n: &str) -> bool {
+fn is_well_known_name(n: &str) -> bool {
     n.len() <= 255
         && n.split('.').count() >= 2
         && n.split('.').all(|e| {

@@ -54,7 +54,7 @@ pub fn line_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// The hex encoding EXTERNAL uses: hex of the decimal uid's ASCII digits.
-pub fn hex_uid(uid: u32) -> String {
+fn hex_uid(uid: u32) -> String {
     uid.to_string()
         .bytes()
         .map(|b| format!("{b:02x}"))

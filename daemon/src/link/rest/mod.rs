@@ -24,6 +24,9 @@
 //!
 //! Bytes relayed (bodies and upgraded streams) are counted in
 //! [`LinkStats::bytes_relayed`](super::LinkStats).
+//!
+//! [`headers`] holds the identity headers and their rules; this module the
+//! proxy around them.
 
 pub mod headers;
 
@@ -45,8 +48,9 @@ use tokio::net::UnixStream;
 use tokio::sync::Mutex;
 use tokio_util::task::TaskTracker;
 
-use super::{LinkStats, Session, Upstream};
+use super::{LinkStats, Provider, Session, SessionError};
 use crate::graph::LinkSpec;
+use crate::logging::link_event;
 use crate::shutdown::Shutdown;
 use headers::Identity;
 
@@ -64,14 +68,10 @@ pub struct Config {
 impl Config {
     /// Header values: `X-PV-Client` = consumer name, `X-PV-Role` = role
     /// (`any` when empty).
-    pub async fn prepare(spec: &LinkSpec, _upstream: &Upstream) -> anyhow::Result<Self> {
+    pub fn prepare(spec: &LinkSpec) -> anyhow::Result<Self> {
         let identity = Identity::new(&spec.consumer, &spec.role)
             .with_context(|| format!("rest link {}/{}", spec.consumer, spec.name))?;
         Ok(Self { identity })
-    }
-
-    pub fn identity(&self) -> &Identity {
-        &self.identity
     }
 }
 
@@ -80,14 +80,19 @@ type ConsumerBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// Serve one consumer connection until it closes, the provider ends an
 /// upgraded stream, or the session is shut down.
-pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> anyhow::Result<()> {
+pub async fn serve(
+    config: &Config,
+    consumer: UnixStream,
+    session: &Session,
+) -> Result<(), SessionError> {
     let relays = TaskTracker::new();
     let drivers = Arc::new(Drivers::default());
     let proxy = Arc::new(Proxy {
+        spec: session.spec.clone(),
         identity: config.identity.clone(),
-        upstream: session.upstream.clone(),
+        provider: session.provider.clone(),
         stats: session.stats.clone(),
-        provider: Mutex::new(None),
+        connection: Mutex::new(None),
         drivers: drivers.clone(),
         relays: relays.clone(),
         shutdown: session.shutdown.clone(),
@@ -116,11 +121,9 @@ pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> 
         () = session.shutdown.cancelled() => {}
     }
     // A consumer vanishing mid-message is its own business, not an error of
-    // the link; log it quietly.
-    if let Err(e) = &result {
-        tracing::debug!(consumer = %session.spec.consumer, link = %session.spec.name, "rest session ended: {e:#}");
-    }
-    Ok(())
+    // the link: logged quietly. (A provider that fails a request already
+    // got the consumer a 502.)
+    result.map_err(SessionError::Gone)
 }
 
 type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -151,11 +154,12 @@ impl Drivers {
 }
 
 struct Proxy {
+    spec: Arc<LinkSpec>,
     identity: Identity,
-    upstream: Arc<Upstream>,
+    provider: Arc<Provider>,
     stats: Arc<LinkStats>,
     /// The provider connection of this consumer connection.
-    provider: Mutex<Option<SendRequest<ProviderBody>>>,
+    connection: Mutex<Option<SendRequest<ProviderBody>>>,
     drivers: Arc<Drivers>,
     relays: TaskTracker,
     shutdown: Shutdown,
@@ -163,7 +167,7 @@ struct Proxy {
 
 /// Why a request got no answer from the provider.
 #[derive(Debug, thiserror::Error)]
-enum UpstreamError {
+enum ProviderError {
     #[error("provider unreachable: {0}")]
     Connect(String),
     #[error("provider handshake: {0}")]
@@ -190,11 +194,11 @@ impl Proxy {
 
         let mut res = match self.send(req).await {
             Ok(res) => res,
-            Err(e) => return error_response(StatusCode::BAD_GATEWAY, &e),
+            Err(e) => return self.bad_gateway(&e),
         };
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(consumer_upgrade) = consumer_upgrade else {
-                return error_response(StatusCode::BAD_GATEWAY, &UpstreamError::UnaskedUpgrade);
+                return self.bad_gateway(&ProviderError::UnaskedUpgrade);
             };
             let provider_upgrade = hyper::upgrade::on(&mut res);
             let stats = self.stats.clone();
@@ -222,25 +226,25 @@ impl Proxy {
     /// Send on the current provider connection, (re)connecting when there
     /// is none or it was closed; a request the connection refused before
     /// writing anything is retried once on a fresh connection.
-    async fn send(&self, req: Request<ProviderBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let mut provider = self.provider.lock().await;
+    async fn send(&self, req: Request<ProviderBody>) -> Result<Response<Incoming>, ProviderError> {
+        let mut connection = self.connection.lock().await;
         let mut req = req;
         let mut retried = false;
         loop {
-            let mut sender = match provider.take() {
+            let mut sender = match connection.take() {
                 Some(s) if !s.is_closed() => s,
                 _ => self.connect().await?,
             };
             if sender.ready().await.is_err() {
                 if retried {
-                    return Err(UpstreamError::Connect("connection closed".into()));
+                    return Err(ProviderError::Connect("connection closed".into()));
                 }
                 retried = true;
                 continue;
             }
             match sender.try_send_request(req).await {
                 Ok(res) => {
-                    *provider = Some(sender);
+                    *connection = Some(sender);
                     return Ok(res);
                 }
                 Err(mut e) => match e.take_message() {
@@ -248,23 +252,29 @@ impl Proxy {
                         retried = true;
                         req = unsent;
                     }
-                    _ => return Err(UpstreamError::Request(e.into_error())),
+                    _ => return Err(ProviderError::Request(e.into_error())),
                 },
             }
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProviderBody>, UpstreamError> {
+    /// The consumer's answer when the provider gave none.
+    fn bad_gateway(&self, err: &ProviderError) -> Response<ConsumerBody> {
+        link_event!(tracing::Level::WARN, self.spec, reason = %err, "rest: request failed");
+        error_response(StatusCode::BAD_GATEWAY, err)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<ProviderBody>, ProviderError> {
         let stream = self
-            .upstream
+            .provider
             .connect()
             .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+            .map_err(|e| ProviderError::Connect(e.to_string()))?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(MAX_BUF)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(UpstreamError::Handshake)?;
+            .map_err(ProviderError::Handshake)?;
         self.drivers.add(Box::pin(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("rest provider connection: {e}");
@@ -281,8 +291,7 @@ impl Proxy {
     }
 }
 
-fn error_response(status: StatusCode, err: &UpstreamError) -> Response<ConsumerBody> {
-    tracing::warn!("rest: {err}");
+fn error_response(status: StatusCode, err: &ProviderError) -> Response<ConsumerBody> {
     let body = serde_json::to_vec(&serde_json::json!({ "error": err.to_string() }))
         .unwrap_or_else(|_| b"{}".to_vec());
     let mut res = Response::new(

@@ -45,9 +45,10 @@ use wayland_backend::protocol::Interface;
 
 use self::protocol::{Objects, WL_DISPLAY_INTERFACE, WL_REGISTRY_INTERFACE};
 use self::wire::{WireError, HEADER_LEN};
-use super::Session;
+use super::{Session, SessionError};
 use crate::fdpass;
 use crate::graph::LinkSpec;
+use crate::logging::link_event;
 
 /// Inbound buffer per direction: room for the largest possible message
 /// (size is a 16-bit field) plus a full socket read.
@@ -70,13 +71,9 @@ pub struct Config {
 }
 
 impl Config {
-    pub async fn prepare(spec: &LinkSpec, _upstream: &super::Upstream) -> anyhow::Result<Self> {
-        Ok(Self::from_interface(&spec.interface))
-    }
-
     /// Parse the link's `interface` field (see the module docs).
-    pub fn from_interface(interface: &str) -> Self {
-        let trimmed = interface.trim();
+    pub fn prepare(spec: &LinkSpec) -> Self {
+        let trimmed = spec.interface.trim();
         if trimmed.is_empty() || trimmed == "wayland" {
             return Self { allow: None };
         }
@@ -88,7 +85,9 @@ impl Config {
             .collect();
         for name in &allow {
             if protocol::lookup(name.as_bytes()).is_none() {
-                tracing::warn!(
+                link_event!(
+                    tracing::Level::WARN,
+                    spec,
                     interface = %name,
                     "wayland filter names an interface the proxy does not know: it stays hidden"
                 );
@@ -99,8 +98,16 @@ impl Config {
 }
 
 /// Serve one consumer connection until either side closes.
-pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> anyhow::Result<()> {
-    let compositor = session.upstream.connect().await?;
+pub async fn serve(
+    config: &Config,
+    consumer: UnixStream,
+    session: &Session,
+) -> Result<(), SessionError> {
+    let compositor = session
+        .provider
+        .connect()
+        .await
+        .map_err(|e| SessionError::Fault(anyhow::anyhow!("compositor unreachable: {e}")))?;
     let mut relay = Relay::new(config, consumer, compositor);
     let outcome = tokio::select! {
         r = relay.run(session) => r,
@@ -108,29 +115,34 @@ pub async fn serve(config: &Config, consumer: UnixStream, session: &Session) -> 
     };
     match outcome {
         Ok(End::Refused(why)) => {
-            tracing::info!(link = %session.spec.name, consumer = %session.spec.consumer, %why,
-                "wayland client refused");
+            link_event!(
+                tracing::Level::INFO,
+                session.spec,
+                reason = %why,
+                "wayland client refused"
+            );
             relay.linger(session).await;
+            Ok(())
         }
-        Ok(End::Closed) => relay.linger(session).await,
-        Ok(End::Shutdown) => {}
+        Ok(End::Closed) => {
+            relay.linger(session).await;
+            Ok(())
+        }
+        Ok(End::Shutdown) => Ok(()),
         Err(Fault::Client(e)) => {
-            tracing::warn!(link = %session.spec.name, consumer = %session.spec.consumer,
-                error = %e, "malformed message from wayland client: closing it");
             // Tell the client why, as a compositor would (invalid_method).
             let why = format!("pv-xconnect: malformed request: {e}");
             wire::encode_display_error(&mut relay.down.out, 1, 1, &why);
             relay.linger(session).await;
+            Err(SessionError::Fault(anyhow::anyhow!(
+                "malformed message from the wayland client, closed it: {e}"
+            )))
         }
-        Err(Fault::Compositor(e)) => {
-            tracing::warn!(link = %session.spec.name, provider = %session.spec.provider,
-                error = %e, "malformed message from compositor: closing this client's session");
-        }
-        Err(Fault::Io(e)) => {
-            tracing::debug!(link = %session.spec.name, error = %e, "wayland session ended");
-        }
+        Err(Fault::Compositor(e)) => Err(SessionError::Fault(anyhow::anyhow!(
+            "malformed message from the compositor, closed this client's session: {e}"
+        ))),
+        Err(Fault::Io(e)) => Err(SessionError::Gone(e.into())),
     }
-    Ok(())
 }
 
 /// How a session ended without a fault.
