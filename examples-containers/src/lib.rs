@@ -13,6 +13,7 @@
 //! - [`dbus`]: the `org.pantavisor.Example` service and its clients.
 //! - [`rest`]: the network-manager mock and its client.
 //! - [`drmcheck`]: the DRM probes of the drm examples.
+//! - [`pid1`]: stop signals, so every example exits promptly as a container init.
 //!
 //! Unsafe code is denied workspace-wide; [`unix_client`] (taking received
 //! fds) and [`wayland_server`] (mapping shm pools) allow it, each block
@@ -20,6 +21,7 @@
 
 pub mod dbus;
 pub mod drmcheck;
+pub mod pid1;
 pub mod rest;
 #[allow(unsafe_code)]
 pub mod unix_client;

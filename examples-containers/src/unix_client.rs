@@ -31,6 +31,10 @@ struct Args {
 /// The program `pv-example-unix-client` runs (arguments from the command line).
 pub fn main() {
     let args = Args::parse();
+    if let Err(e) = crate::pid1::exit_on_stop("pv-example-unix-client", || {}) {
+        eprintln!("pv-example-unix-client: stop-signal handlers: {e}");
+        std::process::exit(1);
+    }
     loop {
         let echo = report("unix-echo", check_echo(&args.socket));
         let fd = report("unix-fd", check_fd(&args.socket));

@@ -26,6 +26,10 @@ struct Args {
 /// The program `pv-example-unix-server` runs (arguments from the command line).
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let socket = args.socket.clone();
+    crate::pid1::exit_on_stop("pv-example-unix-server", move || {
+        crate::pid1::remove_paths(&[socket])
+    })?;
     if let Some(dir) = args.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
     }

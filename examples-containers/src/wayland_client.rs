@@ -43,6 +43,10 @@ struct State {
 /// The program `pv-example-wayland-client` runs (arguments from the command line).
 pub fn main() {
     let args = Args::parse();
+    if let Err(e) = crate::pid1::exit_on_stop("pv-example-wayland-client", || {}) {
+        eprintln!("pv-example-wayland-client: stop-signal handlers: {e}");
+        std::process::exit(1);
+    }
     let timeout = Duration::from_secs(args.timeout);
     loop {
         let (tx, rx) = std::sync::mpsc::channel();

@@ -116,6 +116,11 @@ impl ClientData for Cd {
 /// The program `pv-example-wayland-server` runs (arguments from the command line).
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // ListeningSocket removes both on drop, which process::exit skips.
+    let (socket, lock) = (args.socket.clone(), args.socket.with_extension("lock"));
+    crate::pid1::exit_on_stop("pv-example-wayland-server", move || {
+        crate::pid1::remove_paths(&[socket, lock])
+    })?;
     let mut display: Display<State> = Display::new().context("create display")?;
     let dh = display.handle();
     dh.create_global::<State, wl_compositor::WlCompositor, ()>(4, ());

@@ -18,6 +18,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pv_examples::pid1::exit_on_stop("pv-example-dbus-attacker", || {})?;
     let results = pv_examples::dbus::attack(&args.socket).await?;
     let mut all = true;
     for (what, refused, detail) in &results {

@@ -16,5 +16,6 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pv_examples::pid1::exit_on_stop("pv-example-dbus-client-nobody", || {})?;
     pv_examples::dbus::client_main(&args.socket, args.once).await
 }

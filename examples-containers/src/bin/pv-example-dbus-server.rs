@@ -1,9 +1,13 @@
 //! `pv-example-dbus-server`: runs Debian's dbus-daemon as the container's
 //! system bus (policy: root may own and call `org.pantavisor.Example`,
 //! everyone may call it, default deny) and publishes the example service
-//! on it. Exits when the bus does.
+//! on it. Exits when the bus does. A stop signal is forwarded to the bus
+//! (SIGTERM, then SIGKILL after 2 s), whose socket is removed before exit.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -21,6 +25,29 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The bus's pid once spawned (0 before); `stopping` tells the main task
+    // that the bus exiting is our doing.
+    let bus_pid = Arc::new(AtomicI32::new(0));
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let (bus_pid, stopping) = (bus_pid.clone(), stopping.clone());
+        pv_examples::pid1::exit_on_stop("pv-example-dbus-server", move || {
+            stopping.store(true, Ordering::SeqCst);
+            stop_bus(bus_pid.load(Ordering::SeqCst));
+            pv_examples::pid1::remove_paths(&[pv_examples::dbus::SOCKET]);
+        })?;
+    }
+    let result = run(&args, &bus_pid).await;
+    if stopping.load(Ordering::SeqCst) {
+        // Whatever failed, the bus going away is our doing: the stop-signal
+        // thread is finishing up and exits the process with 0.
+        std::future::pending::<()>().await;
+    }
+    result
+}
+
+/// Runs the bus and the service until the bus exits (always an error).
+async fn run(args: &Args, bus_pid: &AtomicI32) -> anyhow::Result<()> {
     std::fs::create_dir_all("/run/dbus")?;
     let _ = std::fs::remove_file(pv_examples::dbus::SOCKET);
     ensure_machine_id();
@@ -32,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("spawn {}", args.dbus_daemon))?;
+    if let Some(pid) = bus.id().and_then(|p| i32::try_from(p).ok()) {
+        bus_pid.store(pid, Ordering::SeqCst);
+    }
     // dbus-daemon prints its address once it listens: our readiness signal.
     let stdout = bus.stdout.take().context("dbus-daemon stdout")?;
     let Some(address) = BufReader::new(stdout).lines().next_line().await? else {
@@ -46,6 +76,30 @@ async fn main() -> anyhow::Result<()> {
     );
     let status = bus.wait().await?;
     bail!("dbus-daemon exited: {status}");
+}
+
+/// SIGTERM to the bus, SIGKILL if it is still there after 2 s.
+fn stop_bus(pid: i32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::unistd::Pid;
+    if pid <= 0 {
+        return;
+    }
+    let pid = Pid::from_raw(pid);
+    if kill(pid, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    // Reaping it here races tokio's reaper; whoever loses sees ECHILD,
+    // which also means "gone".
+    while let Ok(WaitStatus::StillAlive) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        if Instant::now() > deadline {
+            let _ = kill(pid, Signal::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// dbus-daemon wants a machine id; a fresh rootfs has none.

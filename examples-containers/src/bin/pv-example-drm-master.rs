@@ -30,8 +30,9 @@ struct Args {
     no_modeset: bool,
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pv_examples::pid1::exit_on_stop("pv-example-drm-master", || {})?;
     println!("drm-master starting (device {})", args.device.display());
     loop {
         let probe = probe_master(&args.device, !args.no_modeset);

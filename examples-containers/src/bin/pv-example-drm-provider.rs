@@ -62,8 +62,9 @@ fn describe(name: &str, path: &PathBuf) -> (String, bool) {
     }
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pv_examples::pid1::exit_on_stop("pv-example-drm-provider", || {})?;
     let exports: Vec<(String, PathBuf)> = if args.exports.is_empty() {
         vec![
             ("drm-master".into(), "/dev/dri/card0".into()),

@@ -26,8 +26,9 @@ struct Args {
     interval: u64,
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pv_examples::pid1::exit_on_stop("pv-example-drm-render", || {})?;
     println!("drm-render starting (device {})", args.device.display());
     loop {
         let probe = probe_render(&args.device);

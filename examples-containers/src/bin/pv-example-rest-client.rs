@@ -60,6 +60,10 @@ async fn round(args: &Args) -> bool {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = pv_examples::pid1::exit_on_stop("pv-example-rest-client", || {}) {
+        println!("rest FAIL: stop signals: {e}");
+        return ExitCode::FAILURE;
+    }
     loop {
         let ok = round(&args).await;
         if args.once {

@@ -18,6 +18,10 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let socket = args.socket.clone();
+    pv_examples::pid1::exit_on_stop("pv-example-rest-server", move || {
+        pv_examples::pid1::remove_paths(&[socket])
+    })?;
     let listener = rest::bind(&args.socket)?;
     println!("Starting mock REST server on {}...", args.socket.display());
     rest::serve(listener, Arc::default()).await

@@ -1,8 +1,18 @@
-//! The managed daemon (`pv-xconnect`), as Pantavisor's init runs it:
-//! spawned with no arguments, respawned ~5 s after it exits while respawn
-//! is on, stopped (respawn off + SIGTERM) and started through
-//! `PUT /daemons/{name}`. Its stdout and stderr are appended to
-//! `pantavisor.log` line by line.
+//! Managed daemons, as Pantavisor's init runs them (daemons.c; checked on
+//! the real appengine):
+//!
+//! - `/daemons` lists every daemon of the build: `hwrngd` (not run in the
+//!   appengine: pid 0), `pv-xconnect`, and `pv-dbus` with the hosted bus.
+//! - A daemon is spawned with its fixed command line and its output is
+//!   appended to `pantavisor.log` line by line.
+//! - Every spawn after the first is preceded by a placeholder
+//!   `sleep <delay>` whose pid `/daemons` shows meanwhile: a daemon that
+//!   exits comes back after ~5 s, and so does one started through pv-ctrl.
+//! - `PUT /daemons/{name}` `stop`: respawn off and SIGTERM (the pid becomes
+//!   -1 once it exited); `start`: respawn on, spawned if not running;
+//!   anything else is accepted and ignored.
+//! - `pv-dbus` runs in a private mount namespace with its own passwd bound
+//!   over `/etc/passwd` (upstream's passwd jail).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -18,6 +28,50 @@ use tokio::sync::Notify;
 use crate::engine::{parse_action, CtrlError};
 use crate::pvlog::PvLog;
 
+/// How to run one daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonSpec {
+    /// Name in `/daemons`.
+    pub name: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Whether this init mode runs it at all (`hwrngd` is listed but never
+    /// run in the appengine).
+    pub enabled: bool,
+    /// A passwd file bound over `/etc/passwd` for the daemon only.
+    pub jail_passwd: Option<PathBuf>,
+}
+
+impl DaemonSpec {
+    /// A daemon named after its binary, run without arguments.
+    pub fn binary(bin: PathBuf) -> Self {
+        let name = bin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pv-xconnect".to_owned());
+        Self {
+            name,
+            argv: vec![bin.to_string_lossy().into_owned()],
+            env: Vec::new(),
+            enabled: true,
+            jail_passwd: None,
+        }
+    }
+
+    /// `hwrngd`: listed, never run in the appengine.
+    pub fn hwrngd() -> Self {
+        Self {
+            name: "hwrngd".into(),
+            argv: vec!["/usr/bin/rngd".into(), "-f".into()],
+            env: Vec::new(),
+            enabled: false,
+            jail_passwd: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct DaemonJson {
     name: String,
@@ -25,55 +79,41 @@ struct DaemonJson {
     respawn: bool,
 }
 
+struct Run {
+    json: DaemonJson,
+    /// The next spawn is the placeholder (set after each real spawn).
+    respawning: bool,
+}
+
 /// One managed daemon.
 pub struct Daemon {
-    name: String,
-    bin: PathBuf,
+    spec: DaemonSpec,
     respawn_delay: Duration,
     log: Arc<PvLog>,
-    env: Vec<(String, String)>,
-    state: Mutex<DaemonJson>,
+    state: Mutex<Run>,
     wake: Notify,
 }
 
 impl Daemon {
-    /// A daemon named after its binary's file name.
-    pub fn new(bin: PathBuf, respawn_delay: Duration, log: Arc<PvLog>) -> Arc<Self> {
-        let name = bin
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pv-xconnect".to_owned());
+    /// A daemon that starts as soon as [`Daemon::run`] runs.
+    pub fn new(spec: DaemonSpec, respawn_delay: Duration, log: Arc<PvLog>) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(DaemonJson {
-                name: name.clone(),
-                pid: 0,
-                respawn: true,
+            state: Mutex::new(Run {
+                json: DaemonJson {
+                    name: spec.name.clone(),
+                    pid: 0,
+                    respawn: true,
+                },
+                respawning: false,
             }),
-            name,
-            bin,
+            spec,
             respawn_delay,
             log,
-            env: Vec::new(),
             wake: Notify::new(),
         })
     }
 
-    /// Same, with extra environment for the child (used when running
-    /// under a root prefix, so the daemon finds the prefixed pv-ctrl).
-    pub fn with_env(
-        bin: PathBuf,
-        respawn_delay: Duration,
-        log: Arc<PvLog>,
-        env: Vec<(String, String)>,
-    ) -> Arc<Self> {
-        let mut d = Self::new(bin, respawn_delay, log);
-        if let Some(d) = Arc::get_mut(&mut d) {
-            d.env = env;
-        }
-        d
-    }
-
-    fn lock(&self) -> MutexGuard<'_, DaemonJson> {
+    fn lock(&self) -> MutexGuard<'_, Run> {
         match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -82,21 +122,21 @@ impl Daemon {
 
     /// Name shown in `/daemons`.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.spec.name
     }
 
-    /// Current pid (<= 0 when not running).
+    /// Current pid (the placeholder's while a respawn is pending; <= 0
+    /// when nothing runs).
     pub fn pid(&self) -> i64 {
-        self.lock().pid
+        self.lock().json.pid
     }
 
     /// `GET /daemons` entry.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::to_value(self.lock().clone()).unwrap_or_default()
+        serde_json::to_value(self.lock().json.clone()).unwrap_or_default()
     }
 
-    /// `PUT /daemons/{name}`: unknown actions are accepted and ignored, as
-    /// upstream does.
+    /// `PUT /daemons/{name}`.
     pub fn put(&self, body: &[u8]) -> Result<(), CtrlError> {
         let action = match parse_action(body) {
             Ok(a) => Some(a),
@@ -107,29 +147,19 @@ impl Daemon {
             Some("stop") => {
                 self.log.info(
                     "daemons-ep",
-                    &format!("Stopping daemon {} via ctrl", self.name),
+                    &format!("Stopping daemon {} via ctrl", self.spec.name),
                 );
-                let pid = {
-                    let mut s = self.lock();
-                    s.respawn = false;
-                    s.pid
-                };
-                if pid > 0 {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
-                }
+                self.terminate();
             }
             Some("start") => {
                 self.log.info(
                     "daemons-ep",
-                    &format!("Starting daemon {} via ctrl", self.name),
+                    &format!("Starting daemon {} via ctrl", self.spec.name),
                 );
                 let mut s = self.lock();
-                s.respawn = true;
-                if s.pid <= 0 {
-                    s.pid = 0;
+                s.json.respawn = true;
+                if s.json.pid <= 0 {
+                    s.json.pid = 0;
                     self.wake.notify_one();
                 }
             }
@@ -138,26 +168,78 @@ impl Daemon {
         Ok(())
     }
 
+    /// Respawn off and SIGTERM (pv-ctrl stop, appengine shutdown).
+    pub fn terminate(&self) {
+        let pid = {
+            let mut s = self.lock();
+            s.json.respawn = false;
+            s.json.pid
+        };
+        if let Ok(pid) = i32::try_from(pid) {
+            if pid > 0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+
+    /// Stops it for a reboot.
+    pub fn suspend(&self) {
+        self.terminate();
+    }
+
+    /// Starts it afresh after a reboot: no placeholder, as at boot.
+    pub fn resume(&self) {
+        let mut s = self.lock();
+        s.json.respawn = true;
+        s.respawning = false;
+        self.wake.notify_one();
+    }
+
     /// Spawn/wait/respawn loop; runs for the life of the appengine.
     pub async fn run(self: Arc<Self>) {
         loop {
-            if !self.lock().respawn {
+            let (respawn, placeholder) = {
+                let mut s = self.lock();
+                let go = s.json.respawn && self.spec.enabled && s.json.pid <= 0;
+                let placeholder = s.respawning;
+                if go {
+                    s.respawning = !placeholder;
+                }
+                (go, placeholder)
+            };
+            if !respawn {
                 self.wake.notified().await;
                 continue;
             }
-            let mut cmd = Command::new(&self.bin);
-            cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
+            let mut cmd = if placeholder {
+                let mut c = Command::new("sleep");
+                c.arg(format!("{:.3}", self.respawn_delay.as_secs_f64()));
+                c
+            } else {
+                self.command()
+            };
+            cmd.stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             match cmd.spawn() {
                 Ok(mut child) => {
                     let pid = child.id().map_or(-1, i64::from);
-                    self.lock().pid = pid;
-                    self.log.info(
-                        "init",
-                        &format!("daemon {} started with pid {pid}", self.name),
-                    );
+                    self.lock().json.pid = pid;
+                    if placeholder {
+                        self.log.info(
+                            "init",
+                            &format!(
+                                "Spawning {} daemon. ... deferring respawn by {:?}",
+                                self.spec.name, self.respawn_delay
+                            ),
+                        );
+                    } else {
+                        self.log
+                            .info("init", &format!("spawned daemon {}: {pid}", self.spec.name));
+                    }
                     let out = child.stdout.take().map(|o| self.pump(o));
                     let err = child.stderr.take().map(|e| self.pump(e));
                     let status = child.wait().await;
@@ -165,29 +247,57 @@ impl Daemon {
                     for t in [out, err].into_iter().flatten() {
                         let _ = t.await;
                     }
-                    self.lock().pid = -1;
-                    let how = match status {
-                        Ok(s) => s.to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    self.log
-                        .warn("init", &format!("daemon {} exited ({how})", self.name));
+                    let mut s = self.lock();
+                    s.json.pid = if s.json.respawn { 0 } else { -1 };
+                    if !placeholder {
+                        let how = match status {
+                            Ok(st) => st.to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        self.log
+                            .warn("init", &format!("daemon {} exited ({how})", self.spec.name));
+                    }
                 }
                 Err(e) => {
-                    self.lock().pid = -1;
+                    // Upstream checks the binary before spawning: "daemon
+                    // not found ...: disabling respawn", pid 0.
+                    let mut s = self.lock();
+                    s.json.pid = 0;
+                    s.json.respawn = false;
                     self.log.error(
                         "init",
-                        &format!("could not spawn {}: {e}", self.bin.display()),
+                        &format!(
+                            "daemon not found {} ({}: {e}): disabling respawn",
+                            self.spec.name,
+                            self.spec.argv.join(" ")
+                        ),
                     );
                 }
             }
-            if self.lock().respawn {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.respawn_delay) => {}
-                    _ = self.wake.notified() => {}
-                }
-            }
         }
+    }
+
+    /// The daemon's command, inside its passwd jail when it has one.
+    fn command(&self) -> Command {
+        let mut cmd = match &self.spec.jail_passwd {
+            Some(passwd) => {
+                // unshare(1) without --fork execs in place: the pid stays
+                // the daemon's.
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /etc/passwd && exec "$@""#)
+                    .arg(passwd)
+                    .args(&self.spec.argv);
+                c
+            }
+            None => {
+                let mut c = Command::new(&self.spec.argv[0]);
+                c.args(&self.spec.argv[1..]);
+                c
+            }
+        };
+        cmd.envs(self.spec.env.iter().map(|(k, v)| (k, v)));
+        cmd
     }
 
     fn pump(
@@ -201,20 +311,5 @@ impl Daemon {
                 me.log.raw(&line);
             }
         })
-    }
-
-    /// SIGTERM without respawn (appengine shutdown).
-    pub fn terminate(&self) {
-        let pid = {
-            let mut s = self.lock();
-            s.respawn = false;
-            s.pid
-        };
-        if pid > 0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
     }
 }

@@ -104,6 +104,12 @@ pub fn ensure_installed(paths: &Paths) -> Result<Installed, InstallError> {
         }
     }
     write_trail(paths, "0", &merged)?;
+    // What upstream records for the revision pvtx installs (GET /steps).
+    let progress = paths.trail("0").join(".pv/progress");
+    if let Some(d) = progress.parent() {
+        fs::create_dir_all(d).map_err(io_err(d))?;
+    }
+    fs::write(&progress, crate::ctrl::store::FACTORY_PROGRESS).map_err(io_err(&progress))?;
     fs::write(&marker, b"").map_err(io_err(&marker))?;
     Ok(Installed {
         state: Value::Object(merged),

@@ -2,27 +2,49 @@
 //!
 //! It is a test double for Pantavisor, not a re-implementation: it does what
 //! pv-xconnect and the Docker harness can observe (pv-ctrl answers, log lines,
-//! install layout, LXC containers, the managed `pv-xconnect` daemon) and
-//! nothing else (no updates, no signatures, no rollback, no caller checks).
+//! install layout, LXC containers, the managed daemons) and behaves there as
+//! the real appengine does. Every behaviour below was checked against a build
+//! of upstream's master in appengine mode (`pantavisor-appengine:real-src`,
+//! the kit described in the README), and each has a test naming the upstream
+//! behaviour it copies.
 //!
-//! # Differences from Pantavisor (deliberate, documented)
+//! # What still differs, and why
 //!
-//! - pv-ctrl does not identify callers (SO_PEERCRED → cgroup → mgmt role):
-//!   everyone is mgmt, so upstream's 403 "Request not sent from mgmt
-//!   platform" and 500 "Internal Error" (cgroup-v1 `docker exec`) never
-//!   happen.
-//! - Upstream answers 400 (not 403) to `PUT /containers/{name}` for a
-//!   container whose restart policy is not `container`; we copy that.
-//! - Device metadata is served at upstream's path `/device-meta` (what
-//!   `pvcontrol devmeta ls` calls); `/devmeta` is an unknown endpoint there
-//!   and here.
-//! - No hosted system bus: no `_pv_` provider links and no `uid` field.
-//! - A failed install or validation is logged and nothing starts; there is
-//!   no rollback or reboot loop. A `system` restart-policy container whose
-//!   init exits stays STOPPED (upstream would reboot the device).
-//! - Only `pvcontrol ls|containers|daemons|graph|devmeta|conf` exist.
-//! - Extra for tests: `--root`, `--runtime process`, and, under a non-`/`
-//!   root, `PV_XCONNECT_CTRL_SOCKET` in the daemon's environment.
+//! - Caller identity: upstream maps the caller's pid (SO_PEERCRED) to its
+//!   cgroup and platform, and refuses mgmt endpoints to non-mgmt containers
+//!   (403) and unknown cgroups (500). Here every caller is Pantavisor itself,
+//!   as `docker exec` is on the real appengine, so those answers never occur
+//!   and `POST /signal` is always "Signal not expected from this platform".
+//!   Identifying LXC payload cgroups inside Docker would need the Pantacor
+//!   LXC fork's cgroup layout.
+//! - Reboot: where upstream's pantavisor exits and pv-appengine restarts it
+//!   (and pv-ctrl's socket is gone for ~5 s), the same process stops every
+//!   container and daemon, keeps answering pv-ctrl, and boots again after
+//!   `reboot_delay`.
+//! - A state that fails to install or validate (missing required service,
+//!   `system-bus` exported with the hosted bus, bad object): upstream tears
+//!   down and retries in a reboot loop; here the error is logged once,
+//!   nothing starts and pv-ctrl answers (`State not loaded yet`), which a
+//!   test can observe without racing the loop.
+//! - Loggers: upstream runs two logger processes per container; here there
+//!   are none, but the 5 s it takes upstream to stop them before a
+//!   container's halt signal is kept (`--logger-stop-ms`), since a client of
+//!   `PUT /containers/<c>` sees it.
+//! - Updates: `/steps` stores local revisions and `/commands` accepts
+//!   `LOCAL_RUN` and friends, but only revision 0 ever runs; no rollback, no
+//!   signatures, no Pantahub.
+//! - `/config`, `/config2` serve the real appengine's answers as captured;
+//!   `/buildinfo` names appengine-lite; device metadata has upstream's keys
+//!   with this host's values.
+//! - Not served: `/drivers`, `/wakelocks` (pvcontrol has no subcommand for
+//!   them).
+//! - LXC: Debian's LXC 5 instead of the Pantacor fork; no mount hooks (mdev),
+//!   no `lxcbr0` bridge, containers keep the appengine's network namespace.
+//!   Non-mgmt containers start here; on the kit's upstream LXC they cannot
+//!   (the fork's `origin=mkdir` mount option).
+//! - Extra for tests: `--root`, `--runtime process`, the timing knobs, and,
+//!   under a non-`/` root, `PV_XCONNECT_CTRL_SOCKET` in the daemon's
+//!   environment and prefixed hosted-bus paths in the graph.
 //!
 //! # Layout
 //!
@@ -30,14 +52,17 @@
 //!   so tests run outside Docker.
 //! - [`pvlog`]: `pantavisor.log` writer with upstream-like line format.
 //! - [`install`]: first-boot install of `pvtx.d/*` pvrexports into revision 0.
-//! - [`state`]: the merged state JSON parsed into containers, exports and
-//!   requirements; required-service validation.
+//! - [`groups`]: container groups and their defaults.
+//! - [`recovery`]: auto-recovery settings and retry delays.
+//! - [`state`]: the merged state JSON parsed into groups, containers,
+//!   exports and requirements; validation.
 //! - [`graph`]: `GET /xconnect-graph` generation with upstream's semantics.
-//! - [`runtime`]: how a container is started (LXC, or a plain host process
-//!   for tests) and watched.
-//! - [`engine`]: container lifecycle (group order, restart policy, status,
-//!   readiness).
-//! - [`daemon`]: the managed `pv-xconnect` daemon (spawn, respawn, stop).
+//! - [`hostbus`]: the hosted D-Bus system bus (option).
+//! - [`runtime`]: how a container is started, halted and killed (LXC, or a
+//!   plain host process for tests).
+//! - [`engine`]: container lifecycle (group order, stops, auto-recovery,
+//!   reboot, readiness).
+//! - [`daemon`]: the managed daemons (spawn, placeholder respawn, stop).
 //! - [`ctrl`]: the pv-ctrl HTTP server on a Unix socket.
 //! - [`pvrexport`]: a tiny pvrexport writer used by tests.
 
@@ -45,9 +70,12 @@ pub mod ctrl;
 pub mod daemon;
 pub mod engine;
 pub mod graph;
+pub mod groups;
+pub mod hostbus;
 pub mod install;
 pub mod paths;
 pub mod pvlog;
 pub mod pvrexport;
+pub mod recovery;
 pub mod runtime;
 pub mod state;

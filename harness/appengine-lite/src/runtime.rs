@@ -18,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::paths::Paths;
 use crate::state::{Container, State};
@@ -28,8 +30,36 @@ pub trait Running: Send {
     fn pid(&self) -> i64;
     /// Whether init still runs.
     fn alive(&mut self) -> bool;
+    /// Sends the halt signal (LXC's shutdown: `lxc.signal.halt`, SIGPWR by
+    /// default); the lenient stop.
+    fn halt(&mut self);
     /// Kills it (upstream's force stop is a SIGKILL of init).
-    fn stop(&mut self);
+    fn kill(&mut self);
+}
+
+/// The signal LXC's shutdown sends: the config's `lxc.signal.halt` (a name
+/// like `SIGTERM`/`TERM` or a number), SIGPWR when absent or unreadable.
+pub fn halt_signal(conf: &str) -> Signal {
+    let Some(v) = conf_value(conf, "lxc.signal.halt") else {
+        return Signal::SIGPWR;
+    };
+    if let Ok(n) = v.parse::<i32>() {
+        return Signal::try_from(n).unwrap_or(Signal::SIGPWR);
+    }
+    let name = if v.starts_with("SIG") {
+        v.to_ascii_uppercase()
+    } else {
+        format!("SIG{}", v.to_ascii_uppercase())
+    };
+    name.parse().unwrap_or(Signal::SIGPWR)
+}
+
+fn signal(pid: i64, sig: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        if pid > 0 {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+        }
+    }
 }
 
 /// Starts containers.
@@ -80,6 +110,7 @@ pub struct ProcessRuntime {
 
 struct ProcessRunning {
     child: Child,
+    halt: Signal,
 }
 
 impl Running for ProcessRunning {
@@ -89,7 +120,10 @@ impl Running for ProcessRunning {
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
-    fn stop(&mut self) {
+    fn halt(&mut self) {
+        signal(self.pid(), self.halt);
+    }
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -98,7 +132,7 @@ impl Running for ProcessRunning {
 impl Drop for ProcessRunning {
     fn drop(&mut self) {
         if self.alive() {
-            self.stop();
+            self.kill();
         }
     }
 }
@@ -120,7 +154,10 @@ impl Runtime for ProcessRuntime {
             .stderr(err)
             .spawn()
             .context("spawning /bin/sh")?;
-        Ok(Box::new(ProcessRunning { child }))
+        Ok(Box::new(ProcessRunning {
+            child,
+            halt: halt_signal(&conf),
+        }))
     }
 }
 
@@ -145,6 +182,7 @@ struct LxcRunning {
     lxc_path: PathBuf,
     name: String,
     pid: i64,
+    halt: Signal,
 }
 
 impl Running for LxcRunning {
@@ -154,13 +192,11 @@ impl Running for LxcRunning {
     fn alive(&mut self) -> bool {
         pid_alive(self.pid)
     }
-    fn stop(&mut self) {
-        if self.pid > 0 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    fn halt(&mut self) {
+        signal(self.pid, self.halt);
+    }
+    fn kill(&mut self) {
+        signal(self.pid, Signal::SIGKILL);
         // Let the monitor notice and clean up; -k makes it immediate.
         let _ = Command::new("lxc-stop")
             .arg("-P")
@@ -183,9 +219,13 @@ const DROPPED_KEYS: [&str; 4] = [
 ];
 
 /// Translates a pvr-generated config for LXC 5 and adds what Pantavisor's
-/// LXC plugin adds at start: console log, pv-ctrl under `/pantavisor`, and
-/// `/dev/dri` for drm providers.
-pub fn translate_conf(conf: &str, paths: &Paths, c: &Container, has_dri: bool) -> String {
+/// LXC plugin adds at start: console log and pv-ctrl under `/pantavisor`.
+///
+/// No device is added: like Pantavisor, a container sees only the nodes
+/// its own config brings in (a drm provider binds `/dev/dri` with an
+/// `lxc.mount.entry` of its `PV_LXC_EXTRA_CONF`), which are kept as
+/// written.
+pub fn translate_conf(conf: &str, paths: &Paths, c: &Container) -> String {
     let mut out = String::new();
     let vols = paths.volumes();
     for line in conf.lines() {
@@ -209,12 +249,6 @@ pub fn translate_conf(conf: &str, paths: &Paths, c: &Container, has_dri: bool) -
         "lxc.mount.entry = {} pantavisor none bind,create=dir 0 0\n",
         paths.run_dir().display()
     ));
-    if c.exports_drm() && has_dri {
-        out.push_str(&format!(
-            "lxc.mount.entry = {}/dri dev/dri none bind,optional,create=dir 0 0\n",
-            paths.dev().display()
-        ));
-    }
     out
 }
 
@@ -332,8 +366,7 @@ impl LxcRuntime {
         let conf_src = trail_file(&self.paths, state, c, &c.config);
         let conf = fs::read_to_string(&conf_src)
             .with_context(|| format!("reading {}", conf_src.display()))?;
-        let has_dri = self.paths.dev().join("dri").is_dir();
-        let translated = translate_conf(&conf, &self.paths, c, has_dri);
+        let translated = translate_conf(&conf, &self.paths, c);
         let dir = self.paths.lxc_path().join(&c.name);
         fs::create_dir_all(&dir)?;
         let conf_dst = dir.join("config");
@@ -396,6 +429,7 @@ impl Runtime for LxcRuntime {
                         lxc_path,
                         name: c.name.clone(),
                         pid,
+                        halt: halt_signal(&std::fs::read_to_string(&conf).unwrap_or_default()),
                     }));
                 }
                 if state == "STOPPED" {
@@ -428,6 +462,22 @@ pub fn link_run_logs(paths: &Paths) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// pvr's rendering of a real container (copied from a real export).
+    const WATCHDOG_CONF: &str =
+        include_str!("../../tests/fixtures/pvrexport/watchdog_pinger.lxc.container.conf");
+
+    fn drm_provider() -> Container {
+        Container {
+            name: "pv-example-drm-provider".into(),
+            exports: vec![crate::state::Export::named(
+                "drm-master",
+                "drm",
+                "/dev/dri/card0",
+            )],
+            ..Container::named("pv-example-drm-provider")
+        }
+    }
+
     #[test]
     fn loop_device_numbers_come_from_losetup_output() {
         assert_eq!(parse_loop_device("/dev/loop0\n"), Some(0));
@@ -441,27 +491,12 @@ mod tests {
 
     #[test]
     fn translate_drops_device_cgroup_and_adds_console() {
-        // Real pvr output, shared with the harness's tests.
-        let conf =
-            include_str!("../../tests/fixtures/pvrexport/watchdog_pinger.lxc.container.conf");
-        let c = Container {
-            name: "watchdog_pinger".into(),
-            group: "platform".into(),
-            restart_policy: "container".into(),
-            roles: vec![],
-            config: "lxc.container.conf".into(),
-            root_volume: Some("root.squashfs".into()),
-            storage: vec![],
-            exports: vec![crate::state::Export {
-                name: "drm-master".into(),
-                svc_type: Some("drm".into()),
-                socket: Some("/dev/dri/card0".into()),
-            }],
-            required: vec![],
-            optional: vec![],
-        };
-        assert!(conf.contains("lxc.cgroup.devices.allow"), "fixture changed");
-        let t = translate_conf(conf, &Paths::default(), &c, true);
+        assert!(
+            WATCHDOG_CONF.contains("lxc.cgroup.devices.allow"),
+            "fixture changed"
+        );
+        let c = Container::named("watchdog_pinger");
+        let t = translate_conf(WATCHDOG_CONF, &Paths::default(), &c);
         assert!(
             !t.lines().any(|l| l.starts_with("lxc.cgroup.devices.allow")),
             "{t}"
@@ -469,10 +504,39 @@ mod tests {
         assert!(t.contains(
             "lxc.console.logfile = /var/pantavisor/storage/logs/0/watchdog_pinger/lxc/console.log"
         ));
-        assert!(t.contains("lxc.mount.entry = /dev/dri dev/dri none bind"));
-        assert!(t.contains("lxc.init.cmd = /app/"));
-        let no_dri = translate_conf(conf, &Paths::default(), &c, false);
-        assert!(!no_dri.contains("dev/dri"));
+        assert!(t.contains("lxc.init.cmd = /app/watchdog_pinger"));
+        assert!(t.contains(
+            "lxc.mount.entry = /volumes/watchdog_pinger/docker--tmp tmp none bind,rw,create=dir 0 0"
+        ));
+    }
+
+    /// Upstream's pv_lxc plugin adds no device to a container, drm provider
+    /// or not: the nodes come from the container's own config.
+    #[test]
+    fn a_drm_provider_gets_only_the_devices_its_config_binds() {
+        let plain = "lxc.init.cmd = /usr/bin/pv-example-drm-provider\n";
+        let t = translate_conf(plain, &Paths::default(), &drm_provider());
+        assert!(!t.contains("dri"), "nothing added:\n{t}");
+        let with_bind = format!(
+            "{plain}lxc.mount.entry = /dev/dri dev/dri none bind,optional,create=dir 0 0\n"
+        );
+        let t = translate_conf(&with_bind, &Paths::default(), &drm_provider());
+        assert_eq!(
+            t.lines().filter(|l| l.contains("dri")).collect::<Vec<_>>(),
+            ["lxc.mount.entry = /dev/dri dev/dri none bind,optional,create=dir 0 0"],
+            "the config's own bind, kept once:\n{t}"
+        );
+    }
+
+    /// LXC's shutdown sends `lxc.signal.halt`, SIGPWR by default (what the
+    /// examples' PID-1 handlers see on the real appengine).
+    #[test]
+    fn halt_signal_is_sigpwr_unless_configured() {
+        assert_eq!(halt_signal(WATCHDOG_CONF), Signal::SIGPWR);
+        assert_eq!(halt_signal("lxc.signal.halt = SIGTERM\n"), Signal::SIGTERM);
+        assert_eq!(halt_signal("lxc.signal.halt = TERM\n"), Signal::SIGTERM);
+        assert_eq!(halt_signal("lxc.signal.halt = 10\n"), Signal::SIGUSR1);
+        assert_eq!(halt_signal("lxc.signal.halt = nonsense\n"), Signal::SIGPWR);
     }
 
     #[test]

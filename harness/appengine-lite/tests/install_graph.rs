@@ -117,7 +117,7 @@ fn graph_matches_upstream_semantics() {
     });
     merged.extend(extra.as_object().expect("object").clone());
     let state = State::parse("0", &Value::Object(merged)).expect("parse");
-    state.validate().expect("valid");
+    state.validate(false).expect("valid");
     let names: Vec<&str> = state.containers.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
@@ -129,7 +129,7 @@ fn graph_matches_upstream_semantics() {
         "cli" => 1234,
         _ => -1,
     };
-    let body = graph::to_json(&graph::build(&state, pid));
+    let body = graph::to_json(&graph::build(&state, pid, None));
     let expected = concat!(
         r#"[{"consumer":"cli","consumer_pid":1234,"provider":"srv","provider_pid":5678,"name":"raw-unix","type":"unix","role":"any","interface":"unix","target":"/run/pv/services/raw-unix.sock","socket":"/run/example/raw.sock"},"#,
         r#"{"consumer":"cli","consumer_pid":1234,"provider":"srv2","provider_pid":-1,"name":"raw-unix","type":"unix","role":"any","interface":"unix","target":"/run/pv/services/raw-unix.sock","socket":"/run/other.sock"},"#,
@@ -147,12 +147,65 @@ fn consumer_own_export_counts() {
     )
     .expect("parse");
     state
-        .validate()
+        .validate(false)
         .expect("own export satisfies the requirement");
-    let links = graph::build(&state, |_| -1);
+    let links = graph::build(&state, |_| -1, None);
     assert_eq!(links.len(), 1);
     assert_eq!(links[0].consumer, "self");
     assert_eq!(links[0].provider, "self");
     assert_eq!(links[0].svc_type, "drm");
     assert_eq!(links[0].interface, "drm");
+}
+
+/// Upstream's hosted-bus graph (state.c with PANTAVISOR_XCONNECT_DBUS_SYSTEMBUS):
+/// a `system-bus` requirement links to `_pv_`, pid 0, the bus socket,
+/// interface default `dbus`, and the role's uid from 90000 (65534 without
+/// a role) — the same uid for the same role, across consumers and boots.
+#[test]
+fn hosted_bus_links_carry_provider_pv_and_role_uids() {
+    use appengine_lite::hostbus::HostBus;
+    let root = tempfile::tempdir().expect("tempdir");
+    let paths = Paths::new(root.path());
+    let bus = HostBus::new(&paths, "/usr/bin/dbus-daemon".into());
+    let state = State::parse(
+        "0",
+        &json!({
+            "owner/run.json": {"services":{"required":[{"name":"system-bus","role":"example-service",
+                "interface":"org.pantavisor.Example","target":"/run/dbus/system_bus_socket"}]}},
+            "owner/services.json": {"services":[{"type":"dbus","bus":"system-bus",
+                "owns":"org.pantavisor.Example","role":"example-service","allow":["operator","monitor"]}]},
+            "caller/run.json": {"services":{"required":[{"name":"system-bus","role":"operator",
+                "target":"/run/dbus/system_bus_socket"}]}},
+            "anon/run.json": {"services":{"optional":[{"name":"system-bus"}]}}
+        }),
+    )
+    .expect("parse");
+    state.validate(true).expect("valid with the hosted bus");
+    bus.generate(&state).expect("generate");
+    let links = graph::build(&state, |n| if n == "caller" { 42 } else { -1 }, Some(&bus));
+    let sock = bus.socket().display().to_string();
+    assert_eq!(
+        graph::to_json(&links),
+        format!(
+            concat!(
+                r#"[{{"consumer":"anon","consumer_pid":-1,"provider":"_pv_","provider_pid":0,"name":"system-bus","type":"dbus","role":"any","interface":"dbus","target":null,"socket":"{s}","uid":65534}},"#,
+                r#"{{"consumer":"caller","consumer_pid":42,"provider":"_pv_","provider_pid":0,"name":"system-bus","type":"dbus","role":"operator","interface":"dbus","target":"/run/dbus/system_bus_socket","socket":"{s}","uid":90001}},"#,
+                r#"{{"consumer":"owner","consumer_pid":-1,"provider":"_pv_","provider_pid":0,"name":"system-bus","type":"dbus","role":"example-service","interface":"org.pantavisor.Example","target":"/run/dbus/system_bus_socket","socket":"{s}","uid":90000}}]"#
+            ),
+            s = sock
+        )
+    );
+    // Upstream's map file, in allocation order.
+    assert_eq!(
+        std::fs::read_to_string(paths.storage().join("config/dbus-role-uids.json")).expect("map"),
+        r#"{"example-service":90000,"operator":90001,"monitor":90002}"#
+    );
+    // The map persists: a new bus on the same storage gives the same uids,
+    // and a new role the next one.
+    let again = HostBus::new(&paths, "/usr/bin/dbus-daemon".into());
+    assert_eq!(again.role_uid("operator").expect("uid"), 90001);
+    assert_eq!(again.role_uid("monitor").expect("uid"), 90002);
+    assert_eq!(again.role_uid("newcomer").expect("uid"), 90003);
+    // Without the option, system-bus is an ordinary (here: absent) export.
+    assert!(graph::build(&state, |_| -1, None).is_empty());
 }

@@ -92,7 +92,15 @@ lxc.mount.entry = /volumes/bb/docker--tmp tmp none bind,rw,create=dir 0 0\n";
     let child = Command::new(env!("CARGO_BIN_EXE_pv-appengine"))
         .arg("--root")
         .arg(&rootpath)
-        .args(["--runtime", "lxc", "--restart-ms", "200", "--xconnect"])
+        .args([
+            "--runtime",
+            "lxc",
+            "--recovery-unit-ms",
+            "40",
+            "--logger-stop-ms",
+            "200",
+        ])
+        .args(["--stop-timeout-ms", "1000", "--xconnect"])
         .arg(&xc)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -124,12 +132,18 @@ lxc.mount.entry = /volumes/bb/docker--tmp tmp none bind,rw,create=dir 0 0\n";
             "init is the container's entrypoint: {cmd:?}"
         );
 
+        // `sleep` as PID 1 ignores the halt signal (SIGPWR): the lenient
+        // stop ends in the forced one after the grace.
         let (code, _, _) = ae.put("/containers/bb", r#"{"action":"stop"}"#);
         assert_eq!(code, 200);
-        assert_eq!(ae.container_status("bb"), "STOPPED");
+        ae.wait_status("bb", "STOPPED", Duration::from_secs(5));
         assert!(!pid_alive(pid));
+        assert!(ae
+            .log()
+            .contains("platform 'bb' did not exit after lenient stop"));
         let (code, _, _) = ae.put("/containers/bb", r#"{"action":"start"}"#);
         assert_eq!(code, 200);
+        ae.wait_status("bb", "STARTED", Duration::from_secs(10));
         let pid2 = lxc_pid(&rootpath, "bb");
         assert!(pid2 > 0 && pid2 != pid);
         nix::sys::signal::kill(
@@ -141,7 +155,7 @@ lxc.mount.entry = /volumes/bb/docker--tmp tmp none bind,rw,create=dir 0 0\n";
             let p = lxc_pid(&rootpath, "bb");
             p > 0 && p != pid2
         })
-        .expect("restart policy container restarts the LXC container");
+        .expect("the app group's auto-recovery restarts the LXC container");
     }));
     // Drop stops the appengine and unmounts its volumes before the temp
     // root is removed.

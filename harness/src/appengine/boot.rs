@@ -159,12 +159,18 @@ impl Appengine {
     }
 }
 
-/// The cgroup namespace an appengine of this image gets: the engine's
-/// default for now. Real pv-ctrl refuses `docker exec` callers unless the
-/// namespace is private (PANTAVISOR.md §3); this is where an image kind
-/// chooses it.
-fn cgroupns(_image: &AppengineImage) -> Cgroupns {
-    Cgroupns::EngineDefault
+/// The cgroup namespace an appengine of this image gets. Real pv-ctrl
+/// tells callers apart by their cgroup: `0::/` is Pantavisor's management
+/// side, `/lxc/<name>` a container, anything else gets 500. On cgroup-v1
+/// hosts Docker's default is the host's namespace, where a `docker exec`
+/// caller shows `0::/docker/<id>` and every pvcontrol call fails; in a
+/// private one it shows `0::/`. appengine-lite does not identify callers,
+/// so it keeps the engine's default (what its LXC runs were checked with).
+fn cgroupns(image: &AppengineImage) -> Cgroupns {
+    match image.kind {
+        ImageKind::Real => Cgroupns::Private,
+        ImageKind::Lite => Cgroupns::EngineDefault,
+    }
 }
 
 /// `pvx-<group>-<pid>-<n>`: unique within and across test processes.

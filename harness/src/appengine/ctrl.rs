@@ -1,6 +1,17 @@
 //! The pv-ctrl client: `pvcontrol` run in the appengine by `docker exec`,
 //! as a person would (a `docker exec` caller is Pantavisor's management
 //! side), with its answers parsed.
+//!
+//! Container actions wait longer than pvcontrol's default: real pv-ctrl
+//! answers `PUT /containers/<name>` only once the stop has gone through
+//! (about 5 s for the container's loggers, then up to 5 s more for an init
+//! that ignores the halt signal), while pvcurl gives up on an answer idle
+//! for 5 s. Upstream's script takes the client's arguments from
+//! `CURL_ARGS`; pvcurl's `--connect-timeout N` is its idle limit, so
+//! [`Appengine::container_action`] passes one that outlasts a forced stop.
+//! appengine-lite's pvcontrol honours the same variable.
+
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -26,12 +37,28 @@ impl ContainerAction {
     }
 }
 
+/// How long pvcurl may wait for pv-ctrl's answer to a container action:
+/// beyond upstream's stop (5 s of loggers, 5 s of grace, the SIGKILL).
+const ACTION_IDLE_SECS: u64 = 30;
+
+/// upstream pvcontrol's default client arguments with [`ACTION_IDLE_SECS`]
+/// as the idle limit (`-w` keeps the status line the script reads).
+fn action_curl_args() -> String {
+    format!("CURL_ARGS=-s -w \\n%{{http_code}} --connect-timeout {ACTION_IDLE_SECS} --max-time 240")
+}
+
 impl Appengine {
     /// `pvcontrol <args>`; its stdout (the response body).
     pub fn pvcontrol(&self, args: &[&str]) -> Result<String> {
         let mut cmd = vec!["pvcontrol"];
         cmd.extend_from_slice(args);
-        let out = self.exec(&cmd)?;
+        self.run_pvcontrol(&cmd, args, super::EXEC_TIMEOUT)
+    }
+
+    /// Runs `cmd` (a pvcontrol command line, maybe behind `env`) within
+    /// `timeout`; stdout when it exits 0.
+    fn run_pvcontrol(&self, cmd: &[&str], args: &[&str], timeout: Duration) -> Result<String> {
+        let out = self.exec_with_timeout(cmd, timeout)?;
         if out.code != 0 {
             bail!(
                 "pvcontrol {} exited {}: {}{}",
@@ -81,10 +108,16 @@ impl Appengine {
     }
 
     /// `PUT /containers/<name>` with `action` (`pvcontrol containers
-    /// <action> <name>`); Ok when pv-ctrl accepted it.
+    /// <action> <name>`), waiting for pv-ctrl's answer as long as a real
+    /// stop takes; Ok when pv-ctrl accepted it (and, for a stop or restart,
+    /// the stop went through).
     pub fn container_action(&self, name: &str, action: ContainerAction) -> Result<()> {
-        self.pvcontrol(&["containers", action.as_str(), name])
-            .map(drop)
+        let env = action_curl_args();
+        let args = ["containers", action.as_str(), name];
+        let mut cmd = vec!["env", env.as_str(), "pvcontrol"];
+        cmd.extend_from_slice(&args);
+        let limit = Duration::from_secs(ACTION_IDLE_SECS) + super::EXEC_TIMEOUT;
+        self.run_pvcontrol(&cmd, &args, limit).map(drop)
     }
 }
 
@@ -92,5 +125,30 @@ fn as_array(v: Value) -> Result<Vec<Value>> {
     match v {
         Value::Array(a) => Ok(a),
         other => bail!("expected a JSON array, got {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pvcontrol word-splits `CURL_ARGS`; pvcurl reads `-w`'s `\n` with
+    /// printf's `%b` and `--connect-timeout` as `nc -w`.
+    #[test]
+    fn action_curl_args_keep_the_status_line_and_raise_the_idle_limit() {
+        let a = action_curl_args();
+        let words: Vec<&str> = a.trim_start_matches("CURL_ARGS=").split(' ').collect();
+        assert_eq!(
+            words,
+            [
+                "-s",
+                "-w",
+                "\\n%{http_code}",
+                "--connect-timeout",
+                "30",
+                "--max-time",
+                "240"
+            ]
+        );
     }
 }

@@ -5,5 +5,6 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda
 
 inherit pv_example_container
 
-# Exports /dev/dri/card0 (drm-master) and /dev/dri/renderD128 (drm-render);
-# the nodes come from the host through the container's /dev.
+# Exports /dev/dri/card0 (drm-master) and /dev/dri/renderD128 (drm-render).
+# Pantavisor gives a container no host device nodes: args.json binds the
+# host's /dev/dri through PV_LXC_EXTRA_CONF (see the example's README.md).

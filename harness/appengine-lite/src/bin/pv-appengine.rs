@@ -1,5 +1,6 @@
 //! `pv-appengine`: installs pvtx.d on first boot, serves pv-ctrl, runs the
-//! revision's containers with LXC and manages `pv-xconnect`.
+//! revision's containers with LXC and manages `pv-xconnect` (and, with
+//! `--hosted-bus`, the `pv-dbus` system bus).
 //!
 //! Every path sits under `--root` (default `/`) so tests can run it in a
 //! temporary directory with `--runtime process`.
@@ -13,8 +14,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 
 use appengine_lite::ctrl::{self, Ctrl};
-use appengine_lite::daemon::Daemon;
+use appengine_lite::daemon::{Daemon, DaemonSpec};
 use appengine_lite::engine::{Engine, EngineConfig};
+use appengine_lite::hostbus::HostBus;
 use appengine_lite::install;
 use appengine_lite::paths::Paths;
 use appengine_lite::pvlog::PvLog;
@@ -45,9 +47,31 @@ struct Args {
     /// Delay before respawning the daemon after it exits.
     #[arg(long, env = "PV_APPENGINE_RESPAWN_MS", default_value_t = 5000)]
     respawn_ms: u64,
-    /// Delay before restarting a container (restart policy `container`).
-    #[arg(long, env = "PV_APPENGINE_RESTART_MS", default_value_t = 1000)]
-    restart_ms: u64,
+    /// Length of one second of auto-recovery time (retry delays, backoff,
+    /// stable and group timeouts); tests shorten it.
+    #[arg(long, env = "PV_APPENGINE_RECOVERY_UNIT_MS", default_value_t = 1000)]
+    recovery_unit_ms: u64,
+    /// Time upstream takes to stop a container's loggers before its halt
+    /// signal (a `PUT /containers` stop or restart answers after it).
+    #[arg(long, env = "PV_APPENGINE_LOGGER_STOP_MS", default_value_t = 5000)]
+    logger_stop_ms: u64,
+    /// Grace between a container's halt signal and its forced stop.
+    #[arg(long, env = "PV_APPENGINE_STOP_TIMEOUT_MS", default_value_t = 5000)]
+    stop_timeout_ms: u64,
+    /// Pause of a reboot between teardown and the new boot.
+    #[arg(long, env = "PV_APPENGINE_REBOOT_MS", default_value_t = 5000)]
+    reboot_ms: u64,
+    /// Host the D-Bus system bus (upstream's PANTAVISOR_XCONNECT_DBUS_SYSTEMBUS):
+    /// a managed `pv-dbus` daemon and the builtin `system-bus` export.
+    #[arg(long, env = "PV_APPENGINE_HOSTED_BUS")]
+    hosted_bus: bool,
+    /// The dbus-daemon the hosted bus runs.
+    #[arg(
+        long,
+        env = "PV_APPENGINE_DBUS_DAEMON",
+        default_value = "/usr/bin/dbus-daemon"
+    )]
+    dbus_daemon: PathBuf,
     /// Container runtime.
     #[arg(long, env = "PV_APPENGINE_RUNTIME", value_enum, default_value = "lxc")]
     runtime: RuntimeKind,
@@ -93,7 +117,10 @@ async fn run(args: Args) -> Result<()> {
         log.clone(),
         rt,
         EngineConfig {
-            restart_delay: Duration::from_millis(args.restart_ms),
+            recovery_unit: Duration::from_millis(args.recovery_unit_ms),
+            logger_stop: Duration::from_millis(args.logger_stop_ms),
+            stop_timeout: Duration::from_millis(args.stop_timeout_ms),
+            reboot_delay: Duration::from_millis(args.reboot_ms),
             ..EngineConfig::default()
         },
     );
@@ -107,14 +134,38 @@ async fn run(args: Args) -> Result<()> {
             paths.ctrl_socket().to_string_lossy().into_owned(),
         )]
     };
-    let daemon = Daemon::with_env(
-        args.xconnect.clone(),
-        Duration::from_millis(args.respawn_ms),
+    let respawn = Duration::from_millis(args.respawn_ms);
+    let xconnect = Daemon::new(
+        DaemonSpec {
+            env,
+            ..DaemonSpec::binary(args.xconnect.clone())
+        },
+        respawn,
         log.clone(),
-        env,
     );
+    let mut daemons = vec![
+        Daemon::new(DaemonSpec::hwrngd(), respawn, log.clone()),
+        xconnect,
+    ];
+    let hostbus = args
+        .hosted_bus
+        .then(|| Arc::new(HostBus::new(&paths, args.dbus_daemon.clone())));
+    if let Some(bus) = &hostbus {
+        bus.prepare()
+            .with_context(|| format!("preparing the hosted bus in {}", bus.socket().display()))?;
+        log.info(
+            "dbus-daemon",
+            &format!(
+                "hosted dbus system bus enabled, socket {}",
+                bus.socket().display()
+            ),
+        );
+        daemons.push(Daemon::new(bus.daemon_spec(), respawn, log.clone()));
+        engine.set_hostbus(bus.clone());
+    }
+    engine.set_daemons(daemons.clone());
 
-    let loaded = load(&paths, &log);
+    let loaded = load(&paths, &log, hostbus.as_deref());
     let ok = match loaded {
         Ok(state) => {
             engine.load(state);
@@ -131,10 +182,12 @@ async fn run(args: Args) -> Result<()> {
     let listener = ctrl::bind(&paths.ctrl_socket())
         .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
     let sock_ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
-    let ctrl = Arc::new(Ctrl {
-        engine: engine.clone(),
-        daemons: vec![daemon.clone()],
-    });
+    let ctrl = Ctrl::new(
+        engine.clone(),
+        paths.clone(),
+        log.clone(),
+        Default::default(),
+    );
     tokio::spawn(ctrl::serve(listener, ctrl));
     log.info(
         "ctrl",
@@ -142,7 +195,9 @@ async fn run(args: Args) -> Result<()> {
     );
     if ok {
         tokio::spawn(engine.clone().run());
-        tokio::spawn(daemon.clone().run());
+        for d in &daemons {
+            tokio::spawn(d.clone().run());
+        }
     }
 
     use tokio::signal::unix::{signal, SignalKind};
@@ -153,7 +208,9 @@ async fn run(args: Args) -> Result<()> {
         _ = int.recv() => {}
     }
     log.info("pantavisor", "shutting down");
-    daemon.terminate();
+    for d in &daemons {
+        d.terminate();
+    }
     engine.shutdown().await;
     // Only remove the socket if a newer instance has not replaced it.
     if std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok() == sock_ino {
@@ -162,8 +219,9 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Install (first boot) + parse + validate; the error text goes to the log.
-fn load(paths: &Paths, log: &PvLog) -> Result<State, String> {
+/// Install (first boot) + parse + validate (+ the hosted bus's policy);
+/// the error text goes to the log.
+fn load(paths: &Paths, log: &PvLog, bus: Option<&HostBus>) -> Result<State, String> {
     let installed =
         install::ensure_installed(paths).map_err(|e| format!("pvtx install failed: {e}"))?;
     for f in &installed.files {
@@ -176,7 +234,11 @@ fn load(paths: &Paths, log: &PvLog) -> Result<State, String> {
         log.info("pvtx", "wrote .pvtx-done");
     }
     let state = State::parse("0", &installed.state).map_err(|e| e.to_string())?;
-    state.validate().map_err(|e| e.to_string())?;
+    state.validate(bus.is_some()).map_err(|e| e.to_string())?;
+    if let Some(bus) = bus {
+        bus.generate(&state)
+            .map_err(|e| format!("could not write the hosted bus policy: {e}"))?;
+    }
     log.info(
         "state",
         &format!(

@@ -23,27 +23,31 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// A container for the process runtime: run.json, services.json and an
-/// lxc.container.conf whose `lxc.init.cmd` is `cmd`.
+/// lxc.container.conf whose `lxc.init.cmd` is `cmd`. `group` and `policy`
+/// `None` leave the field out of run.json (upstream's defaults apply);
+/// `run` is merged into run.json last.
 pub struct Spec<'a> {
     pub name: &'a str,
-    pub group: &'a str,
-    pub policy: &'a str,
+    pub group: Option<&'a str>,
+    pub policy: Option<&'a str>,
     pub cmd: &'a str,
     pub services: Option<Value>,
     pub required: Vec<Value>,
     pub optional: Vec<Value>,
+    pub run: Value,
 }
 
 impl<'a> Spec<'a> {
     pub fn new(name: &'a str, cmd: &'a str) -> Self {
         Self {
             name,
-            group: "app",
-            policy: "container",
+            group: Some("app"),
+            policy: Some("container"),
             cmd,
             services: None,
             required: vec![],
             optional: vec![],
+            run: json!({}),
         }
     }
 }
@@ -59,16 +63,25 @@ pub fn write_exports(root: &Path, specs: &[Spec<'_>]) {
             cmd = s.cmd
         );
         let sha = pvrexport::sha256_hex(conf.as_bytes());
+        let mut run = json!({
+            "#spec": "service-manifest-run@1",
+            "name": s.name, "type": "lxc", "config": "lxc.container.conf",
+            "storage": {"lxc-overlay": {"persistence": "boot"}},
+            "volumes": [], "drivers": {"manual": [], "optional": [], "required": []},
+            "services": {"required": s.required, "optional": s.optional}
+        });
+        if let Some(g) = s.group {
+            run["group"] = json!(g);
+        }
+        if let Some(p) = s.policy {
+            run["restart_policy"] = json!(p);
+        }
+        if let (Some(run), Some(extra)) = (run.as_object_mut(), s.run.as_object()) {
+            run.extend(extra.clone());
+        }
         let mut j = json!({
             "#spec": "pantavisor-service-system@1",
-            format!("{}/run.json", s.name): {
-                "#spec": "service-manifest-run@1",
-                "name": s.name, "type": "lxc", "config": "lxc.container.conf",
-                "group": s.group, "restart_policy": s.policy,
-                "storage": {"lxc-overlay": {"persistence": "boot"}},
-                "volumes": [], "drivers": {"manual": [], "optional": [], "required": []},
-                "services": {"required": s.required, "optional": s.optional}
-            },
+            format!("{}/run.json", s.name): run,
             format!("{}/lxc.container.conf", s.name): sha,
         });
         if let Some(svc) = &s.services {
@@ -117,11 +130,48 @@ impl Appengine {
             .unwrap_or_else(|| panic!("'{needle}' not in pantavisor.log:\n{}", self.log()));
     }
     pub fn container_status(&self, name: &str) -> String {
+        self.container(name)["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+    /// `GET /containers` entry of `name` (null if absent).
+    pub fn container(&self, name: &str) -> Value {
         let v = self.get_json("/containers");
         v.as_array()
             .and_then(|a| a.iter().find(|c| c["name"] == name))
-            .map(|c| c["status"].as_str().unwrap_or("").to_owned())
-            .unwrap_or_default()
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+    /// Waits until `name` has `status`.
+    pub fn wait_status(&self, name: &str, status: &str, timeout: Duration) {
+        wait_for(timeout, || self.container_status(name) == status).unwrap_or_else(|| {
+            panic!(
+                "{name} never {status} (is {}):\n{}",
+                self.container_status(name),
+                self.log()
+            )
+        });
+    }
+    /// Runs `pvcontrol -s <socket> args`: (exit code, stdout, stderr).
+    pub fn pvcontrol(&self, args: &[&str]) -> (i32, String, String) {
+        self.pvcontrol_env(&[], args)
+    }
+
+    /// `pvcontrol` with extra environment (`CURL_ARGS`).
+    pub fn pvcontrol_env(&self, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_pvcontrol"))
+            .envs(env.iter().copied())
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run pvcontrol");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -150,9 +200,43 @@ impl Appengine {
     }
 }
 
+/// Timing of a test appengine: upstream's durations, scaled down.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    pub respawn_ms: u64,
+    /// One auto-recovery "second".
+    pub unit_ms: u64,
+    pub logger_stop_ms: u64,
+    pub stop_timeout_ms: u64,
+    pub reboot_ms: u64,
+}
+
+impl Timing {
+    /// Fast everything; `respawn_ms` for the managed daemon.
+    pub fn fast(respawn_ms: u64) -> Self {
+        Self {
+            respawn_ms,
+            unit_ms: 40,
+            logger_stop_ms: 300,
+            stop_timeout_ms: 600,
+            reboot_ms: 300,
+        }
+    }
+}
+
 /// Starts pv-appengine on `root` (already holding pvtx.d) and waits for
 /// its socket.
 pub fn start(root: tempfile::TempDir, xconnect: &Path, respawn_ms: u64) -> Appengine {
+    start_with(root, xconnect, Timing::fast(respawn_ms), &[])
+}
+
+/// [`start`] with explicit timing and extra arguments.
+pub fn start_with(
+    root: tempfile::TempDir,
+    xconnect: &Path,
+    t: Timing,
+    extra: &[&str],
+) -> Appengine {
     let child = Command::new(env!("CARGO_BIN_EXE_pv-appengine"))
         .arg("--root")
         .arg(root.path())
@@ -160,10 +244,12 @@ pub fn start(root: tempfile::TempDir, xconnect: &Path, respawn_ms: u64) -> Appen
         .arg("process")
         .arg("--xconnect")
         .arg(xconnect)
-        .arg("--respawn-ms")
-        .arg(respawn_ms.to_string())
-        .arg("--restart-ms")
-        .arg("200")
+        .args(["--respawn-ms", &t.respawn_ms.to_string()])
+        .args(["--recovery-unit-ms", &t.unit_ms.to_string()])
+        .args(["--logger-stop-ms", &t.logger_stop_ms.to_string()])
+        .args(["--stop-timeout-ms", &t.stop_timeout_ms.to_string()])
+        .args(["--reboot-ms", &t.reboot_ms.to_string()])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
