@@ -119,6 +119,33 @@ impl Container {
         PathBuf::from(format!("/proc/{}/root", self.pid)).join(rel)
     }
 
+    /// A listening socket at `inside`, created by a process in this
+    /// container's mount and pid namespaces (as a server in it would be),
+    /// to be served by the test. Parents are created; a stale file is
+    /// removed. Keep the [`Holder`](crate::listen::Holder) while the socket
+    /// is used. Needs a tokio runtime.
+    pub fn listen(&self, inside: &str) -> (tokio::net::UnixListener, crate::listen::Holder) {
+        let (l, holder) = self.listen_std(inside, 128);
+        l.set_nonblocking(true).expect("nonblocking listener");
+        let l = tokio::net::UnixListener::from_std(l).expect("register listener");
+        (l, holder)
+    }
+
+    /// [`Container::listen`] as a blocking std listener with `backlog`.
+    pub fn listen_std(
+        &self,
+        inside: &str,
+        backlog: i32,
+    ) -> (std::os::unix::net::UnixListener, crate::listen::Holder) {
+        let host = self.path(inside);
+        if let Some(dir) = host.parent() {
+            std::fs::create_dir_all(dir).expect("create the socket's directory");
+        }
+        let _ = std::fs::remove_file(&host);
+        crate::listen::listen_in(self.pid, Path::new(inside), backlog)
+            .unwrap_or_else(|e| panic!("listen in container {}: {e}", self.name))
+    }
+
     /// A command that runs `sh -c script` inside the container (all of its
     /// namespaces, its root, cwd `/`).
     pub fn command(&self, script: &str) -> Command {

@@ -5,6 +5,9 @@
 //!
 //! - [`container`]: real "containers" for namespace tests (mount, pid and
 //!   uts namespaces, an own root), from util-linux `unshare`/`nsenter`.
+//! - [`listen`]: listening sockets created inside a container (the
+//!   process that calls `listen()` lives there, as pv-xconnect checks),
+//!   served by the test; [`Container::listen`] is the usual way in.
 //! - [`pvctrl`]: a fake pv-ctrl serving `GET /xconnect-graph`.
 //! - [`logs`]: capture this thread's tracing output to assert on log lines.
 //! - [`require`]: [`require_root`] and [`require_tool`], which fail a test
@@ -22,6 +25,7 @@
 
 pub mod container;
 pub mod eventually;
+pub mod listen;
 pub mod logs;
 pub mod pvctrl;
 pub mod require;
