@@ -6,6 +6,11 @@
 //! table on another `watch`, which the status socket serves. On SIGTERM or
 //! SIGINT the source and the reconciler stop first, the reconciler tears
 //! every link down (removing what it injected), then the process exits 0.
+//! SIGHUP makes the source fetch and the reconciler retry at once.
+//!
+//! At start the soft `RLIMIT_NOFILE` is raised to the hard limit: the
+//! daemon holds two descriptors per session, bounded per link by
+//! `--max-sessions-per-link`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use pv_xconnect::ctrl::{self, Source};
+use pv_xconnect::link::Limits;
 use pv_xconnect::reconcile::{self, LinkBackend, Reconciler};
 use pv_xconnect::shutdown::Shutdown;
 use pv_xconnect::status::{self, StatusError};
@@ -41,7 +47,8 @@ struct Cli {
     )]
     ctrl_socket: PathBuf,
 
-    /// Poll period in milliseconds (also the retry period of failed links).
+    /// Poll period in milliseconds (also the first retry delay of a failed
+    /// link; later retries back off exponentially up to 30 s).
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     interval_ms: u64,
@@ -51,7 +58,14 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     graph_file: Option<PathBuf>,
 
+    /// Sessions one link serves at once; further connections are accepted
+    /// and closed at once (logged once per burst).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_sessions as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_link: u32,
+
     /// The daemon's status socket (served by the daemon, read by `status`).
+    /// Its directory is one Pantavisor does not mount into containers.
     #[arg(long, value_name = "PATH", global = true, default_value = status::DEFAULT_SOCKET)]
     status_socket: PathBuf,
 
@@ -105,6 +119,11 @@ fn run_status(cli: &Cli) -> ExitCode {
 
 fn run_daemon(cli: Cli) -> ExitCode {
     pv_xconnect::logging::init();
+    match pv_xconnect::sys::raise_nofile_limit() {
+        Ok((old, new)) if old != new => info!("open files limit raised from {old} to {new}"),
+        Ok(_) => {}
+        Err(e) => warn!("cannot raise the open files limit: {e}"),
+    }
     // An embedded daemon: two workers are plenty; namespace work runs on
     // its own short-lived threads anyway.
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -130,6 +149,7 @@ fn run_daemon(cli: Cli) -> ExitCode {
 
 async fn daemon(cli: Cli) -> anyhow::Result<()> {
     let terminated = pv_xconnect::signal::terminated().context("installing signal handlers")?;
+    let reloads = pv_xconnect::signal::reloads().context("installing the SIGHUP handler")?;
     let interval = Duration::from_millis(cli.interval_ms);
     let source = match &cli.graph_file {
         Some(path) => Source::File(path.clone()),
@@ -139,6 +159,7 @@ async fn daemon(cli: Cli) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         source = ?source,
         interval_ms = cli.interval_ms,
+        max_sessions_per_link = cli.max_sessions_per_link,
         status_socket = %cli.status_socket.display(),
         "pv-xconnect starting"
     );
@@ -166,12 +187,22 @@ async fn daemon(cli: Cli) -> anyhow::Result<()> {
         }
     };
 
-    let source_task = tokio::spawn(ctrl::run(source, interval, graph_tx, control.clone()));
-    let reconciler = Reconciler::new(LinkBackend::new(links.clone()));
+    let source_task = tokio::spawn(ctrl::run(
+        source,
+        interval,
+        graph_tx,
+        reloads.clone(),
+        control.clone(),
+    ));
+    let limits = Limits {
+        max_sessions: cli.max_sessions_per_link as usize,
+        ..Limits::default()
+    };
+    let reconciler = Reconciler::new(LinkBackend::with_limits(links.clone(), limits), interval);
     let mut reconcile_task = tokio::spawn(reconcile::run(
         reconciler,
         graph_rx,
-        interval,
+        reloads,
         status_tx,
         control.clone(),
     ));

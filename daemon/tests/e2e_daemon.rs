@@ -1,8 +1,8 @@
 //! End-to-end: the real `pv-xconnect` binary, real containers (run as
 //! root) and the graph from a fake pv-ctrl over a Unix socket (or from a
-//! graph file). The test process plays the provider's server (bound
-//! through `/proc/<pid>/root`) and the consumer's client, or runs curl
-//! inside the consumer.
+//! graph file). The test process plays the provider's server (on a
+//! listener created inside the provider container, [`Container::listen`])
+//! and the consumer's client, or runs curl inside the consumer.
 
 use std::convert::Infallible;
 use std::os::unix::fs::FileTypeExt;
@@ -16,7 +16,7 @@ use pv_testkit::pvctrl::{FakePvCtrl, Reply};
 use pv_testkit::Container;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 
 const PROVIDER_SOCK: &str = "/run/example/raw.sock";
 const TARGET: &str = "/run/pv/services/raw-unix.sock";
@@ -135,10 +135,9 @@ fn graph(links: &[(&Container, i32, &Container, &str)]) -> String {
 }
 
 fn echo_provider(p: &Container) {
-    let path = p.path(PROVIDER_SOCK);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let l = UnixListener::bind(&path).unwrap();
+    let (l, holder) = p.listen(PROVIDER_SOCK);
     tokio::spawn(async move {
+        let _holder = holder;
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
                 let (mut r, mut w) = s.split();
@@ -309,10 +308,9 @@ async fn bad_answers_and_missing_pvctrl_keep_the_last_good_links() {
 }
 
 fn greeting_provider(p: &Container, hello: &'static [u8]) {
-    let path = p.path(PROVIDER_SOCK);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let l = UnixListener::bind(&path).unwrap();
+    let (l, holder) = p.listen(PROVIDER_SOCK);
     tokio::spawn(async move {
+        let _holder = holder;
         while let Ok((mut s, _)) = l.accept().await {
             let _ = s.write_all(hello).await;
         }
@@ -417,10 +415,9 @@ async fn fd_exhaustion_backs_off_and_recovers() {
 /// A REST provider answering every request with the identity headers it
 /// received, as JSON lists (so a duplicate would show).
 fn identity_provider(p: &Container, inside: &str) {
-    let path = p.path(inside);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let l = UnixListener::bind(&path).unwrap();
+    let (l, holder) = p.listen(inside);
     tokio::spawn(async move {
+        let _holder = holder;
         while let Ok((s, _)) = l.accept().await {
             let service =
                 hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {

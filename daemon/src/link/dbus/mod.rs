@@ -156,12 +156,9 @@ async fn resolve_role(spec: &LinkSpec, provider: &Provider) -> Result<(u32, u32)
 /// The provider's `/etc/passwd`, read inside its root (symlinks cannot
 /// leave it; provider_pid 0 is the host).
 async fn provider_passwd(provider: &Provider) -> Result<String, NsError> {
-    let bytes = crate::ns::read_provider_file(
-        provider.pid,
-        std::path::Path::new("/etc/passwd"),
-        passwd::MAX_PASSWD,
-    )
-    .await?;
+    let bytes = provider
+        .read_file(std::path::Path::new("/etc/passwd"), passwd::MAX_PASSWD)
+        .await?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -473,11 +470,11 @@ mod tests {
             .socket("/run/dbus/system_bus_socket")
             .role(role)
             .build();
-        let provider = Provider {
-            name: spec.provider.clone(),
-            pid: crate::process::ProviderPid::new(pid).expect("provider pid"),
-            socket: spec.socket.clone(),
-        };
+        let provider = Provider::new(
+            spec.provider.clone(),
+            crate::process::ProviderPid::new(pid).expect("provider pid"),
+            spec.socket.clone(),
+        );
         (spec, provider)
     }
 
