@@ -294,6 +294,16 @@ impl Provider {
                 return Err(NsError::TimedOut("resolving the provider socket"));
             }
         };
+        if ns::is_injected_socket(socket.node) {
+            // Checked before connecting: a connection to it would be one
+            // more session of ours, connecting to itself again.
+            let why = format!(
+                "provider socket {} is one of pv-xconnect's own injected listeners (a container consuming its own export?)",
+                self.socket.display()
+            );
+            self.refused.send_replace(Some(why.clone()));
+            return Err(NsError::Refused(why));
+        }
         let resolved = Arc::new(Resolved {
             socket: Arc::new(socket),
             listener: AtomicI32::new(0),
@@ -316,7 +326,7 @@ impl Provider {
         if pid > 0 && pid == resolved.listener.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match self.judge(resolved, stream) {
+        match self.judge(stream) {
             Ok(()) => {
                 resolved.listener.store(pid, Ordering::Relaxed);
                 Ok(())
@@ -328,17 +338,8 @@ impl Provider {
         }
     }
 
-    fn judge(
-        &self,
-        resolved: &Resolved,
-        stream: &std::os::unix::net::UnixStream,
-    ) -> Result<(), String> {
+    fn judge(&self, stream: &std::os::unix::net::UnixStream) -> Result<(), String> {
         let path = self.socket.display();
-        if ns::is_injected_socket(resolved.socket.node) {
-            return Err(format!(
-                "provider socket {path} is one of pv-xconnect's own injected listeners (a container consuming its own export?)"
-            ));
-        }
         let Some(process) = self.process().map_err(|e| e.to_string())? else {
             // The hosted bus: a host path Pantavisor chose, in our own root.
             return Ok(());
@@ -730,8 +731,11 @@ pub async fn serve(
     };
     let sessions = TaskTracker::new();
     let mut exhausted = false;
-    // Connections refused in the current burst over the session cap.
+    // Connections refused in the current burst over the session cap, and
+    // whether that burst was logged (bursts are rate-limited too).
     let mut over_cap: u64 = 0;
+    let mut cap_logged = false;
+    let cap_log = Throttle::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -746,23 +750,32 @@ pub async fn serve(
                     drop(stream);
                     base.stats.refused_sessions.fetch_add(1, Ordering::Relaxed);
                     if over_cap == 0 {
-                        link_event!(
-                            Level::WARN,
-                            base.spec,
-                            max_sessions = limits.max_sessions,
-                            "session limit reached: refusing new connections"
-                        );
+                        cap_logged = match cap_log.admit() {
+                            Some(suppressed) => {
+                                link_event!(
+                                    Level::WARN,
+                                    base.spec,
+                                    max_sessions = limits.max_sessions,
+                                    suppressed,
+                                    "session limit reached: refusing new connections"
+                                );
+                                true
+                            }
+                            None => false,
+                        };
                     }
                     over_cap += 1;
                     continue;
                 }
                 if over_cap > 0 {
-                    link_event!(
-                        Level::INFO,
-                        base.spec,
-                        refused = over_cap,
-                        "below the session limit again"
-                    );
+                    if cap_logged {
+                        link_event!(
+                            Level::INFO,
+                            base.spec,
+                            refused = over_cap,
+                            "below the session limit again"
+                        );
+                    }
                     over_cap = 0;
                 }
                 sessions.spawn(run_session(stream, base.clone(), mediation.clone()));
