@@ -9,6 +9,8 @@
 //!   process that calls `listen()` lives there, as pv-xconnect checks),
 //!   served by the test; [`Container::listen`] is the usual way in.
 //! - [`pvctrl`]: a fake pv-ctrl serving `GET /xconnect-graph`.
+//! - [`sandbox`]: a fresh pid namespace to run a daemon and containers
+//!   in, where the next pid can be chosen (`ns_last_pid`).
 //! - [`logs`]: capture this thread's tracing output to assert on log lines.
 //! - [`require`]: [`require_root`] and [`require_tool`], which fail a test
 //!   with a clear message when the machine lacks what it needs (CI
@@ -29,6 +31,7 @@ pub mod listen;
 pub mod logs;
 pub mod pvctrl;
 pub mod require;
+pub mod sandbox;
 
 pub use container::Container;
 pub use logs::Logs;
