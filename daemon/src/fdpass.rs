@@ -30,15 +30,12 @@ use tokio::net::UnixStream;
 /// The kernel's per-message limit (SCM_MAX_FD).
 pub const MAX_FDS: usize = 253;
 
-/// A control-data buffer big enough for [`MAX_FDS`] descriptors, aligned
-/// for `cmsghdr`. A relay allocates it once per direction, not per read.
-#[derive(Debug)]
-pub struct CmsgBuf(Box<[u64]>);
-
-/// A control-data buffer for [`recv_now_with`].
-pub fn cmsg_buffer() -> CmsgBuf {
-    let bytes = cmsg_space(MAX_FDS);
-    CmsgBuf(vec![0u64; bytes.div_ceil(8)].into_boxed_slice())
+/// A control-data buffer big enough for [`MAX_FDS`] descriptors, for
+/// [`recv_now_with`] (a relay allocates it once per direction, not per
+/// read). Any byte buffer works: control data is parsed without assuming
+/// alignment.
+pub fn cmsg_buffer() -> Vec<u8> {
+    vec![0u8; cmsg_space(MAX_FDS)]
 }
 
 fn cmsg_len(fds: usize) -> usize {
@@ -160,7 +157,7 @@ pub fn recv_now(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result
 pub fn recv_now_with(
     fd: RawFd,
     buf: &mut [u8],
-    cmsg: &mut CmsgBuf,
+    cmsg: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> io::Result<usize> {
     let before = fds.len();
@@ -182,7 +179,7 @@ pub fn recv_now_with(
 pub fn recv_now_budget(
     fd: RawFd,
     buf: &mut [u8],
-    cmsg: &mut CmsgBuf,
+    cmsg: &mut [u8],
     fds: &mut Vec<HeldFd>,
     budget: &FdBudget,
 ) -> io::Result<usize> {
@@ -222,13 +219,13 @@ pub fn recv_now_budget(
 fn recvmsg_fds(
     fd: RawFd,
     buf: &mut [u8],
-    cmsg: &mut CmsgBuf,
+    cmsg: &mut [u8],
     max_fds: usize,
     out: &mut dyn FnMut(OwnedFd),
 ) -> io::Result<(usize, bool)> {
     // The kernel installs (controllen - sizeof(cmsghdr)) / sizeof(int)
     // fds: CMSG_LEN, not the padded CMSG_SPACE, makes that exactly max_fds.
-    let space = cmsg_len(max_fds.min(MAX_FDS)).min(cmsg.0.len() * 8);
+    let space = cmsg_len(max_fds.min(MAX_FDS)).min(cmsg.len());
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -238,7 +235,7 @@ fn recvmsg_fds(
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     if space > 0 {
-        msg.msg_control = cmsg.0.as_mut_ptr().cast();
+        msg.msg_control = cmsg.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
     }
     // SAFETY: msg points at a live iovec over `buf` and at `space` bytes
@@ -248,24 +245,37 @@ fn recvmsg_fds(
         // Nothing is installed when recvmsg fails.
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
-    // well-formed cmsghdrs; CMSG_* walk only within that length, and an
-    // SCM_RIGHTS payload is `(cmsg_len - CMSG_LEN(0)) / 4` ints, each a
-    // descriptor just installed for us that nothing else owns.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    out(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
+    let filled = (msg.msg_controllen as usize).min(space);
+    for_each_fd(&cmsg[..filled], out);
     Ok((n as usize, msg.msg_flags & libc::MSG_CTRUNC != 0))
+}
+
+/// Hand every SCM_RIGHTS descriptor in `control` (control data as the
+/// kernel wrote it, at any alignment) to `out`.
+fn for_each_fd(control: &[u8], out: &mut dyn FnMut(OwnedFd)) {
+    let align =
+        |n: usize| (n + std::mem::size_of::<usize>() - 1) & !(std::mem::size_of::<usize>() - 1);
+    let header = std::mem::size_of::<libc::cmsghdr>();
+    let data_at = align(header);
+    let mut at = 0;
+    while at + header <= control.len() {
+        // SAFETY: `header` bytes are in bounds; read_unaligned copes with
+        // any alignment.
+        let c: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control[at..].as_ptr().cast()) };
+        let len = c.cmsg_len as usize;
+        if len < data_at || at + len > control.len() {
+            break;
+        }
+        if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_RIGHTS {
+            for raw in control[at + data_at..at + len].chunks_exact(std::mem::size_of::<RawFd>()) {
+                let fd = RawFd::from_ne_bytes([raw[0], raw[1], raw[2], raw[3]]);
+                // SAFETY: the kernel just installed this descriptor for
+                // us; nothing else owns it.
+                out(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        at += align(len);
+    }
 }
 
 /// Write (part of) `buf` with `fds` attached to its first byte.

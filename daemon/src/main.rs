@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use pv_xconnect::ctrl::{self, Source};
-use pv_xconnect::link::Limits;
+use pv_xconnect::link::{Limits, Options};
 use pv_xconnect::reconcile::{self, LinkBackend, Reconciler};
 use pv_xconnect::shutdown::Shutdown;
 use pv_xconnect::status::{self, StatusError};
@@ -194,11 +194,13 @@ async fn daemon(cli: Cli) -> anyhow::Result<()> {
         reloads.clone(),
         control.clone(),
     ));
-    let limits = Limits {
-        max_sessions: cli.max_sessions_per_link as usize,
-        ..Limits::default()
+    let options = Options {
+        limits: Limits {
+            max_sessions: cli.max_sessions_per_link as usize,
+            ..Limits::default()
+        },
     };
-    let reconciler = Reconciler::new(LinkBackend::with_limits(links.clone(), limits), interval);
+    let reconciler = Reconciler::new(LinkBackend::with_options(links.clone(), options), interval);
     let mut reconcile_task = tokio::spawn(reconcile::run(
         reconciler,
         graph_rx,

@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use tracing::{debug, Level};
 
 use crate::graph::{LinkKey, LinkSpec};
-use crate::link::{self, Limits, LinkEnd, LinkError, LinkHandle, LinkStats, Removal};
+use crate::link::{self, LinkEnd, LinkError, LinkHandle, LinkStats, Options, Removal};
 use crate::logging::link_event;
 use crate::process::LinkPids;
 use crate::shutdown::Shutdown;
@@ -108,16 +108,17 @@ pub trait Backend: Clone + Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct LinkBackend {
     shutdown: Shutdown,
-    limits: Limits,
+    options: Options,
 }
 
 impl LinkBackend {
     pub fn new(shutdown: Shutdown) -> Self {
-        Self::with_limits(shutdown, Limits::default())
+        Self::with_options(shutdown, Options::default())
     }
 
-    pub fn with_limits(shutdown: Shutdown, limits: Limits) -> Self {
-        Self { shutdown, limits }
+    /// Every link started with the daemon's [`Options`].
+    pub fn with_options(shutdown: Shutdown, options: Options) -> Self {
+        Self { shutdown, options }
     }
 }
 
@@ -144,9 +145,9 @@ impl Backend for LinkBackend {
 
     async fn start(&self, spec: Arc<LinkSpec>) -> Result<LinkHandle, StartError> {
         let parent = self.shutdown.clone();
-        let limits = self.limits;
+        let options = self.options;
         let mut reap = Reap(Some(tokio::spawn(async move {
-            link::start_with(spec, &parent, limits).await
+            link::start_with(spec, &parent, &options).await
         })));
         let Some(task) = reap.0.as_mut() else {
             return Err(StartError::Failed("link setup lost".into()));

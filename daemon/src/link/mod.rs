@@ -132,6 +132,13 @@ impl Default for Limits {
     }
 }
 
+/// Daemon-wide settings of the links (the daemon's command-line flags);
+/// every link gets the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    pub limits: Limits,
+}
+
 /// How long resolving the provider's socket may take (a hung filesystem in
 /// the provider must not hold a session, let alone the daemon).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -550,14 +557,26 @@ impl Mediation {
     /// as [`Provider::new`] does (no container policy: for tests and
     /// benchmarks that serve a link on a listener of their own). `drm` (a
     /// device node, see [`drm::install`]) and unsupported types have no
-    /// socket mediation.
+    /// socket mediation. Default [`Options`].
     pub async fn prepare(spec: Arc<LinkSpec>) -> Result<Mediation, LinkError> {
-        let pid = ProviderPid::new(spec.provider_pid)?;
-        let provider = Provider::new(spec.provider.clone(), pid, spec.socket.clone());
-        Self::prepare_for(spec, provider).await
+        Self::prepare_with(spec, &Options::default()).await
     }
 
-    async fn prepare_for(spec: Arc<LinkSpec>, provider: Provider) -> Result<Mediation, LinkError> {
+    /// [`Mediation::prepare`] with the daemon's [`Options`].
+    pub async fn prepare_with(
+        spec: Arc<LinkSpec>,
+        options: &Options,
+    ) -> Result<Mediation, LinkError> {
+        let pid = ProviderPid::new(spec.provider_pid)?;
+        let provider = Provider::new(spec.provider.clone(), pid, spec.socket.clone());
+        Self::prepare_for(spec, provider, options).await
+    }
+
+    async fn prepare_for(
+        spec: Arc<LinkSpec>,
+        provider: Provider,
+        options: &Options,
+    ) -> Result<Mediation, LinkError> {
         let provider = Arc::new(provider);
         let kind = match &spec.kind {
             ServiceType::Unix => Kind::Unix,
@@ -574,14 +593,8 @@ impl Mediation {
             spec,
             provider,
             kind,
-            limits: Limits::default(),
+            limits: options.limits,
         })
-    }
-
-    /// The same mediation with other per-link bounds.
-    pub fn with_limits(mut self, limits: Limits) -> Mediation {
-        self.limits = limits;
-        self
     }
 
     pub fn provider(&self) -> &Arc<Provider> {
@@ -598,9 +611,9 @@ impl Mediation {
     }
 }
 
-/// [`start_with`] under the default [`Limits`].
+/// Set up a link with default [`Options`]: see [`start_with`].
 pub async fn start(spec: Arc<LinkSpec>, parent: &Shutdown) -> Result<LinkHandle, LinkError> {
-    start_with(spec, parent, Limits::default()).await
+    start_with(spec, parent, &Options::default()).await
 }
 
 /// Set up a link: check and pin its pids, prepare its mediation, inject
@@ -608,7 +621,7 @@ pub async fn start(spec: Arc<LinkSpec>, parent: &Shutdown) -> Result<LinkHandle,
 pub async fn start_with(
     spec: Arc<LinkSpec>,
     parent: &Shutdown,
-    limits: Limits,
+    options: &Options,
 ) -> Result<LinkHandle, LinkError> {
     let pids = LinkPids::of(&spec)?;
     let (consumer, provider) = tokio::task::spawn_blocking(move || {
@@ -642,9 +655,7 @@ pub async fn start_with(
         spec.socket.clone(),
         Ok(provider.clone()),
     );
-    let mediation = Mediation::prepare_for(spec.clone(), pinned)
-        .await?
-        .with_limits(limits);
+    let mediation = Mediation::prepare_for(spec.clone(), pinned, options).await?;
     let (std_listener, injected) =
         ns::inject_socket(&consumer, pids.consumer, &spec.target).await?;
     let listener = std_listener

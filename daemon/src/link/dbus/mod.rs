@@ -156,9 +156,12 @@ async fn resolve_role(spec: &LinkSpec, provider: &Provider) -> Result<(u32, u32)
 /// The provider's `/etc/passwd`, read inside its root (symlinks cannot
 /// leave it; provider_pid 0 is the host).
 async fn provider_passwd(provider: &Provider) -> Result<String, NsError> {
-    let bytes = provider
-        .read_file(std::path::Path::new("/etc/passwd"), passwd::MAX_PASSWD)
-        .await?;
+    let bytes = crate::ns::read_provider_file(
+        provider.pid,
+        std::path::Path::new("/etc/passwd"),
+        passwd::MAX_PASSWD,
+    )
+    .await?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -182,7 +182,7 @@ struct Pipe {
     /// Reused landing place for fds of one recvmsg.
     scratch: Vec<HeldFd>,
     /// Reused control buffer.
-    cmsg: fdpass::CmsgBuf,
+    cmsg: Vec<u8>,
     /// Fds already forwarded ahead of the message that will consume them.
     credit: usize,
     out: Vec<u8>,
