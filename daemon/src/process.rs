@@ -22,14 +22,21 @@
 //! - a process that shares the daemon's own mount namespace, or that is
 //!   not the init of a pid namespace of its own, is not a container's init
 //!   (a stale pid reused by someone else) and is refused.
+//!
+//! Links of one container share its pin ([`Process::pin_container`]), and
+//! a pin has at most one exit watcher, so a hundred links to one provider
+//! cost a handful of descriptors, not hundreds.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstatat, Mode};
@@ -245,6 +252,8 @@ pub struct Process {
     start_time: u64,
     mnt_ns: NsId,
     pid_ns: NsId,
+    /// Set once the process exited; fed by one watcher task per pin.
+    exit: OnceLock<watch::Receiver<bool>>,
 }
 
 /// How often exit is polled without a pidfd.
@@ -293,6 +302,7 @@ impl Process {
             start_time: 0,
             mnt_ns: NsId { dev: 0, ino: 0 },
             pid_ns: NsId { dev: 0, ino: 0 },
+            exit: OnceLock::new(),
         };
         p.start_time = p.read_start_time()?;
         p.mnt_ns = p.ns("mnt")?;
@@ -318,6 +328,30 @@ impl Process {
                 return Err(ProcessError::NotContainerInit { role, pid });
             }
         }
+        Ok(p)
+    }
+
+    /// [`Process::open_container`], sharing a live pin of the same process
+    /// (same pid and start time, same role) with other links.
+    pub fn pin_container(pid: Pid, role: &'static str) -> Result<Arc<Process>, ProcessError> {
+        type Pins = Mutex<HashMap<(i32, &'static str), Weak<Process>>>;
+        static PINS: OnceLock<Pins> = OnceLock::new();
+        let pins = PINS.get_or_init(Default::default);
+        let key = (pid.get(), role);
+        let cached = pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .and_then(Weak::upgrade);
+        if let Some(p) = cached {
+            if p.check().is_ok() {
+                return Ok(p);
+            }
+        }
+        let p = Arc::new(Process::open_container(pid, role)?);
+        let mut pins = pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.retain(|_, w| w.strong_count() > 0);
+        pins.insert(key, Arc::downgrade(&p));
         Ok(p)
     }
 
@@ -385,19 +419,42 @@ impl Process {
         Ok(fd)
     }
 
-    /// Resolves when the process exits.
+    /// Resolves when the process exits. Needs a tokio runtime.
     pub async fn exited(&self) {
-        if let Some(fd) = &self.pidfd {
-            let watched = fd.try_clone().and_then(crate::sys::async_readable);
-            if let Ok(watched) = watched {
-                // Readable once the process exited; errors mean the same.
-                let _ = watched.readable().await;
-                return;
+        if let Some(mut rx) = self.exit_watch() {
+            loop {
+                if *rx.borrow_and_update() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
             }
         }
         while !self.has_exited() {
             tokio::time::sleep(EXIT_POLL).await;
         }
+    }
+
+    /// The pin's exit flag, started on first use: one task waits for the
+    /// pidfd to turn readable, and ends with the pin.
+    fn exit_watch(&self) -> Option<watch::Receiver<bool>> {
+        if let Some(rx) = self.exit.get() {
+            return Some(rx.clone());
+        }
+        let fd = self.pidfd.as_ref()?.try_clone().ok()?;
+        let watched = crate::sys::async_readable(fd).ok()?;
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                // Readable once the process exited; errors mean the same.
+                _ = watched.readable() => {
+                    let _ = tx.send(true);
+                }
+                _ = tx.closed() => {}
+            }
+        });
+        Some(self.exit.get_or_init(|| rx).clone())
     }
 
     fn gone(&self) -> ProcessError {

@@ -753,18 +753,21 @@ async fn ten_thousand_failed_or_refused_sessions_log_a_bounded_number_of_lines()
         about("down"),
         about("capped")
     );
-    assert!(
-        about("down") <= 10,
-        "down logged {} lines:\n{logs}",
-        about("down")
-    );
-    assert!(
-        about("capped") <= 10,
-        "capped logged {} lines:\n{logs}",
-        about("capped")
-    );
+    // Per link and per minute at most: injected, 5 session lines (and a
+    // count of the rest), 5 cap bursts with their "below again" lines.
+    let bound = 1 + 5 + 2 * 5;
+    for name in ["down", "capped"] {
+        assert!(
+            about(name) <= bound,
+            "{name} logged {} lines:\n{logs}",
+            about(name)
+        );
+    }
     let cap_lines = logs.lines().filter(|l| l.contains("session limit")).count();
-    assert!(cap_lines <= 10, "{cap_lines} lines about the session limit");
+    assert!(
+        cap_lines <= 4 * 5,
+        "{cap_lines} lines about the session limit"
+    );
     assert!(ok.works().await, "the other link kept working");
     assert!(d.alive());
 }

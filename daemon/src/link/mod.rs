@@ -624,16 +624,12 @@ pub async fn start_with(
     options: &Options,
 ) -> Result<LinkHandle, LinkError> {
     let pids = LinkPids::of(&spec)?;
-    let (consumer, provider) = tokio::task::spawn_blocking(move || {
-        let consumer = Arc::new(Process::open_container(pids.consumer, "consumer")?);
-        let provider = match pids.provider {
-            ProviderPid::Host => None,
-            ProviderPid::Container(p) => Some(Arc::new(Process::open_container(p, "provider")?)),
-        };
-        Ok::<_, ProcessError>((consumer, provider))
-    })
-    .await
-    .map_err(|_| LinkError::Refused("pinning the link's processes panicked".into()))??;
+    // procfs only: quick, and never waits on a container's filesystems.
+    let consumer = Process::pin_container(pids.consumer, "consumer")?;
+    let provider = match pids.provider {
+        ProviderPid::Host => None,
+        ProviderPid::Container(p) => Some(Process::pin_container(p, "provider")?),
+    };
     let stats = Arc::new(LinkStats::default());
     let shutdown = parent.child_token();
 
