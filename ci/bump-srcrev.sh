@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Pins the layer's recipes to COMMIT (default: origin/main, else main):
-# rewrites SRCREV in meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc and
-# regenerates pv-xconnect-crates.inc from that commit's Cargo.lock, so the
-# two always describe the same tree. COMMIT must be pushed to the repository
-# in the recipe's SRC_URI (bitbake fetches it from there). Commit the result.
+# Pins the layer's recipes to COMMIT (default: HEAD): rewrites SRCREV in
+# meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc and regenerates
+# pv-xconnect-crates.inc from that commit's Cargo.lock, so the two always
+# describe the same tree. Run it after committing a Cargo.lock change
+# (ci/check-layer.sh fails until then) and commit the result on top: COMMIT
+# reaches the repository of PV_XCONNECT_RS_SRC_URI with that push/merge
+# (keep it: a squash or rebase would orphan it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ref=${1:-$(git rev-parse -q --verify origin/main >/dev/null && echo origin/main || echo main)}
+ref=${1:-HEAD}
 rev=$(git rev-parse --verify "$ref^{commit}")
 inc=meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc
 sed -i "s/^SRCREV = \".*\"$/SRCREV = \"$rev\"/" "$inc"

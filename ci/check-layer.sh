@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Layer and workflow checks, run by .ci/run and by the GitHub workflow:
+# Layer and workflow checks, run by .ci/run and by the GitHub workflow
+# (offline apart from package installs; the real bitbake parse, which needs
+# the layers, is ci/bitbake-parse.sh):
 #  1. meta-layer/recipes-pv/pv-xconnect/pv-xconnect-crates.inc matches
-#     Cargo.lock (every crate, version and checksum; regenerated and diffed);
-#  2. oelint-adv over every recipe, bbappend, class and inc: no errors;
-#  3. the kas fragments validate against kas's schema;
-#  4. actionlint over .github/workflows/*.yml.
+#     Cargo.lock (every crate, version and checksum; regenerated and diffed),
+#     and SRCREV's Cargo.lock is the working tree's;
+#  2. the daemon and the examples build with the pinned mixin's Rust
+#     (ci/check-msrv.py);
+#  3. every example's manifests, rootfs/ files and program are what its
+#     recipe builds (ci/check-examples.py);
+#  4. oelint-adv over every recipe, bbappend, class and inc: no errors;
+#  5. the kas files validate against kas's schema;
+#  6. actionlint over .github/workflows/*.yml.
 # Fails loudly, naming the fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,18 +25,29 @@ if ! python3 ci/gen-crates-inc.py --check; then
   fail=1
 fi
 
-# The pinned SRCREV should carry the Cargo.lock the .inc describes; between
-# bumps it lags behind, which is expected: warn only.
+# The .inc lists the working tree's crates (what kas/local-source.yml
+# builds); the default build fetches SRCREV, so SRCREV must carry the same
+# Cargo.lock or cargo --frozen misses crates. Source-only changes need no
+# bump; a lock change does, in a commit after it: ci/bump-srcrev.sh HEAD.
 srcrev=$(sed -n 's/^SRCREV = "\([0-9a-f]\{40\}\)"$/\1/p' meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc)
 if [ -z "$srcrev" ]; then
   echo "FAIL: no 40-hex SRCREV in meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc" >&2; fail=1
 elif git cat-file -e "$srcrev:Cargo.lock" 2>/dev/null; then
-  if ! git show "$srcrev:Cargo.lock" | cmp -s - Cargo.lock; then
-    echo "WARN: SRCREV $srcrev has a different Cargo.lock; bump with ci/bump-srcrev.sh before a release"
+  if git show "$srcrev:Cargo.lock" | cmp -s - Cargo.lock; then
+    echo "SRCREV $srcrev carries this Cargo.lock"
+  else
+    echo "FAIL: SRCREV $srcrev has a different Cargo.lock: commit the lock, then run 'ci/bump-srcrev.sh HEAD' and commit" >&2
+    fail=1
   fi
 else
   echo "WARN: SRCREV $srcrev is not in this clone (shallow?); not compared"
 fi
+
+echo "-- MSRV of the daemon and the examples"
+python3 ci/check-msrv.py || { echo "FAIL: MSRV (above; see meta-layer/README.md)" >&2; fail=1; }
+
+echo "-- example containers vs recipes"
+python3 ci/check-examples.py || { echo "FAIL: examples-containers/ and the layer disagree (above)" >&2; fail=1; }
 
 echo "-- oelint-adv"
 pytools_install "oelint-adv==$OELINT_ADV_VERSION"
@@ -50,7 +68,7 @@ else
   echo "oelint-adv: no errors in ${#recipes[@]} files"
 fi
 
-echo "-- kas fragments (kas $KAS_VERSION schema)"
+echo "-- kas files (kas $KAS_VERSION schema)"
 pytools_install "kas==$KAS_VERSION"
 if "$PYTOOLS_BIN/python" - meta-layer/kas/*.yml <<'PY'
 import json, os, sys

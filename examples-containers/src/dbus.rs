@@ -180,11 +180,7 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
     });
 
     let what = "claim uid 0".to_owned();
-    let claimed = zbus::connection::Builder::address(format!("unix:path={socket}").as_str())?
-        .user_id(0)
-        .build()
-        .await;
-    out.push(match claimed {
+    out.push(match claim_uid_0(socket).await {
         Err(e) => (what, true, format!("authentication refused: {e}")),
         Ok(c) => match ExampleProxy::new(&c).await?.who_am_i().await {
             Ok(0) => (what, false, "bus sees uid 0".into()),
@@ -193,6 +189,49 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
         },
     });
     Ok(out)
+}
+
+/// Authenticates with `AUTH EXTERNAL` naming uid 0 whatever our real uid
+/// is, then connects over that socket. The SASL exchange is written here
+/// because zbus only lets a client choose the uid it claims from 5.13 on,
+/// which needs a newer Rust than the examples' MSRV (meta-layer/README.md).
+async fn claim_uid_0(socket: &str) -> zbus::Result<zbus::Connection> {
+    use tokio::io::AsyncWriteExt;
+
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    // NUL credentials byte, then "0" hex-encoded as the authorization id.
+    stream.write_all(b"\0AUTH EXTERNAL 30\r\n").await?;
+    let line = read_sasl_line(&mut stream).await?;
+    let guid = match line.strip_prefix("OK ") {
+        Some(guid) => guid.to_owned(),
+        None => return Err(zbus::Error::Handshake(format!("server answered {line:?}"))),
+    };
+    // zbus assumes fd passing on a unix socket it did not authenticate.
+    stream.write_all(b"NEGOTIATE_UNIX_FD\r\n").await?;
+    let line = read_sasl_line(&mut stream).await?;
+    if line != "AGREE_UNIX_FD" {
+        return Err(zbus::Error::Handshake(format!("server answered {line:?}")));
+    }
+    stream.write_all(b"BEGIN\r\n").await?;
+    let conn = zbus::connection::Builder::authenticated_socket(stream, guid)?
+        .build()
+        .await?;
+    // zbus says Hello only on connections it authenticated itself; the bus
+    // refuses every other message before it.
+    zbus::fdo::DBusProxy::new(&conn).await?.hello().await?;
+    Ok(conn)
+}
+
+/// One SASL line, without its CRLF. Read byte by byte (a 1-byte buffer):
+/// nothing past it may be consumed, the socket is handed to zbus next.
+async fn read_sasl_line(stream: &mut tokio::net::UnixStream) -> zbus::Result<String> {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut line = String::new();
+    tokio::io::BufReader::with_capacity(1, stream)
+        .read_line(&mut line)
+        .await?;
+    Ok(line.trim_end().to_owned())
 }
 
 fn is_access_denied(e: &zbus::Error) -> bool {

@@ -43,7 +43,7 @@ pub const KNOWN: &[&str] = &[
     "pv-example-dbus-server",
     "pv-example-dbus-client",
     "pv-example-dbus-client-nobody",
-    "pv-example-dbus-attacker",
+    "pv-example-dbus-client-attacker",
     "pv-example-drm-provider",
     "pv-example-drm-master",
     "pv-example-drm-render",

@@ -8,7 +8,7 @@ use harness::group::Group;
 const SERVER: &str = "pv-example-dbus-server";
 const CLIENT: &str = "pv-example-dbus-client";
 const NOBODY: &str = "pv-example-dbus-client-nobody";
-const ATTACKER: &str = "pv-example-dbus-attacker";
+const ATTACKER: &str = "pv-example-dbus-client-attacker";
 
 static DBUS: Group = Group::new("dbus", &[SERVER, CLIENT, NOBODY, ATTACKER], 4);
 

@@ -9,9 +9,7 @@ inherit pv_example_container
 # start/stop API apply.
 PVR_APP_ADD_GROUP = "app"
 
-# The server runs the system dbus-daemon itself; uid 1001 "operator" is a
-# role its policy names (nobody and root come with base-passwd).
+# The server runs dbus-daemon (/usr/bin/dbus-daemon) itself, with
+# rootfs/etc/pv-example-dbus/bus.conf; rootfs/etc/passwd and group (root,
+# operator 1001, nobody) replace the image's, as in the harness.
 IMAGE_INSTALL += "dbus"
-
-inherit extrausers
-EXTRA_USERS_PARAMS = "useradd -r -u 1001 -M -d /nonexistent -s /bin/false operator;"

@@ -1,4 +1,4 @@
-SUMMARY = "pv-xconnect-rs example container pv-example-dbus-attacker"
+SUMMARY = "pv-xconnect-rs example container pv-example-dbus-client-attacker"
 DESCRIPTION = "Consumer of system-bus with role nobody that tries what the policy forbids and reports each refusal."
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
@@ -9,5 +9,7 @@ inherit pv_example_container
 # start/stop API apply.
 PVR_APP_ADD_GROUP = "app"
 
-# Never packaged upstream: proves the D-Bus mediation refuses what role
-# "nobody" must not do (own the name, call other destinations, fake uid 0).
+# Upstream ships only the manifest (pv-example-dbus-client-attacker.args.json,
+# no recipe): proves the D-Bus mediation refuses what role "nobody" must not
+# do (own the name, call other destinations, fake uid 0). The program is
+# pv-example-dbus-attacker (harness.json "binary").
