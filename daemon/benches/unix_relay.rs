@@ -14,7 +14,8 @@
 //!
 //! Prints: throughput of 64 KiB writes, 1-byte round-trip p50/p99, new
 //! connections per second (connect, 1-byte echo, close), the daemon's idle
-//! RSS and its RSS with 100 links, and the daemon binary's size. Traffic
+//! RSS and its RSS with 100 links, its open fds and threads (idle, 1 link,
+//! 100 links), and the daemon binary's size. Traffic
 //! figures are medians of alternating direct/relay rounds.
 
 use std::io::{Read, Write};
@@ -52,12 +53,15 @@ fn main() {
     let mut daemon = Daemon::start(&graph, dir.path());
     std::thread::sleep(Duration::from_millis(1500));
     let idle_rss = daemon.rss_kib();
+    let idle_res = daemon.resources();
 
     // One link for the traffic figures.
     let inside = PathBuf::from("/run/pv/relay.sock");
     let target = consumer.path(&inside);
     std::fs::write(&graph, graph_json(pids, &[&inside])).unwrap();
     assert!(wait_for(&target, Duration::from_secs(10)), "link injected");
+    std::thread::sleep(Duration::from_millis(500));
+    let one_res = daemon.resources();
 
     // On a 2-core machine client, relay and server compete for CPU and one
     // run can differ from the next by 2x: alternate direct and relay rounds
@@ -100,6 +104,7 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let rss_100 = daemon.rss_kib();
+    let res_100 = daemon.resources();
     let size = std::fs::metadata(daemon_binary())
         .map(|m| m.len())
         .unwrap_or(0);
@@ -122,6 +127,10 @@ fn main() {
         "daemon RSS: idle {:.2} MiB, 100 links {:.2} MiB",
         idle_rss as f64 / 1024.0,
         rss_100 as f64 / 1024.0
+    );
+    println!(
+        "daemon fds/threads: idle {}/{}, 1 link {}/{}, 100 links {}/{}",
+        idle_res.0, idle_res.1, one_res.0, one_res.1, res_100.0, res_100.1
     );
     println!(
         "binary size: {:.2} MiB ({})",
@@ -161,6 +170,16 @@ impl Daemon {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Open file descriptors and threads of the daemon.
+    fn resources(&self) -> (usize, usize) {
+        let count = |d: &str| {
+            std::fs::read_dir(format!("/proc/{}/{d}", self.0.id()))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        };
+        (count("fd"), count("task"))
     }
 
     fn stop(&mut self) {
