@@ -2,8 +2,8 @@
 # Real bitbake parse of meta-layer on top of the pinned layers of
 # meta-layer/kas/pv-xconnect-rs.yml (no build): fails on any parse error, on
 # any warning about our layer, and unless `bitbake -e` shows what the layer
-# promises (pinned SRCREV, every crate of crates.inc, the pantavisor
-# bbappend, every examples-containers/<name>/rootfs/ file fetched and
+# promises (pinned SRCREV, every crate of crates.inc, the pruned cargo
+# workspace, the pantavisor bbappend, every examples-containers/<name>/rootfs/ file fetched and
 # installed by its container recipe, a Rust >= PV_XCONNECT_RS_MSRV).
 #
 #   ci/bitbake-parse.sh [LAYERS_DIR]
@@ -172,6 +172,17 @@ got_crates=$(tr ' ' '\n' <<< "$srcuri" | grep -c '^crate://crates.io/' || true)
   || bad "bitbake -e pv-xconnect: $got_crates crates in SRC_URI, crates.inc has $want_crates"
 grep -q '^SRC_URI=".*git://' "$envx" && echo "SRC_URI: $(tr ' ' '\n' <<< "$srcuri" | grep '^git://')" \
   || bad "bitbake -e pv-xconnect: no git:// in SRC_URI"
+# Both cargo recipes build the pruned workspace (meta-layer/README.md): the
+# layer's lock in SRC_URI, cargo pointed at the assembled copy, the function
+# that assembles it defined.
+for pn in pv-xconnect pv-examples; do
+  env="$out/env-$pn"
+  if grep -q '^SRC_URI=".*file://pv-xconnect-rs-ws/Cargo.lock' "$env" \
+     && grep -q '^CARGO_BUILD_FLAGS=".*--manifest-path=[^ ]*/pv-xconnect-rs-ws/Cargo.toml' "$env" \
+     && grep -q '^python pv_xconnect_rs_workspace' "$env"; then
+    echo "$pn: builds the pruned workspace (pv-xconnect-rs-ws)"
+  else bad "bitbake -e $pn: no pruned workspace (file://pv-xconnect-rs-ws/Cargo.lock, --manifest-path, pv_xconnect_rs_workspace)"; fi
+done
 msrv=$(sed -n 's/^PV_XCONNECT_RS_MSRV = "\(.*\)"$/\1/p' "$inc")
 rustv=$(sed -n 's/^RUSTVERSION="\(.*\)"$/\1/p' "$envx" | tr -d '%')
 if python3 -c "import sys; v=lambda s: tuple(int(x) for x in s.split('.')[:2]); sys.exit(v('$rustv') < v('$msrv'))" 2>/dev/null; then
@@ -181,9 +192,10 @@ else bad "RUSTVERSION '$rustv' < PV_XCONNECT_RS_MSRV $msrv"; fi
 envl="$out/env-pv-xconnect-local-source"
 extsrc=$(sed -n 's/^EXTERNALSRC="\(.*\)"$/\1/p' "$envl")
 if [ -n "$extsrc" ] && [ "$(realpath -m "$extsrc")" = "$(realpath "$src")" ] && ! grep -q '^SRC_URI=".*git://' "$envl" \
-   && [ "$(sed -n 's/^SRC_URI="\(.*\)"$/\1/p' "$envl" | tr ' ' '\n' | grep -c '^crate://crates.io/')" = "$want_crates" ]; then
-  echo "local-source: EXTERNALSRC is the checkout, no git source, $want_crates crates"
-else bad "kas/local-source.yml: bitbake -e -b pv-xconnect_git.bb lacks EXTERNALSRC=$src or the crates ($envl)"; fi
+   && [ "$(sed -n 's/^SRC_URI="\(.*\)"$/\1/p' "$envl" | tr ' ' '\n' | grep -c '^crate://crates.io/')" = "$want_crates" ] \
+   && grep -q '^SRC_URI=".*file://pv-xconnect-rs-ws/Cargo.lock' "$envl"; then
+  echo "local-source: EXTERNALSRC is the checkout, no git source, $want_crates crates, the pruned lock"
+else bad "kas/local-source.yml: bitbake -e -b pv-xconnect_git.bb lacks EXTERNALSRC=$src, the crates or the pruned lock ($envl)"; fi
 
 grep -A3 '^pantavisor' "$out/show-appends.log" | grep -q 'meta-layer/recipes-pv/pantavisor/pantavisor_%.bbappend' \
   && echo "bbappend: pantavisor_%.bbappend applied" || bad "show-appends: our pantavisor bbappend is not applied"
@@ -207,7 +219,7 @@ for ex in $binary_examples; do
   env="$out/env-$ex"
   bin=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["binary"])' "examples-containers/$ex/harness.json")
   if grep -q "^IMAGE_INSTALL=.* pv-examples-${bin#pv-example-}[ \"]" "$env" \
-     && grep -q "^PVR_APP_ADD_EXTRA_ARGS=.*--config=Entrypoint=/usr/bin/$bin[ \"]" "$env"; then
+     && grep -q "^PVR_APP_ADD_EXTRA_ARGS=.*--config=Entrypoint=/usr/bin/${bin}[ \"]" "$env"; then
     echo "$ex: runs /usr/bin/$bin from pv-examples-${bin#pv-example-}"
   else bad "$ex: IMAGE_INSTALL/entrypoint do not name its program $bin"; fi
 done

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Pins the layer's recipes to COMMIT (default: HEAD): rewrites SRCREV in
-# meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc and regenerates
-# pv-xconnect-crates.inc from that commit's Cargo.lock, so the two always
-# describe the same tree. Run it after committing a Cargo.lock change
-# (ci/check-layer.sh fails until then) and commit the result on top: COMMIT
-# reaches the repository of PV_XCONNECT_RS_SRC_URI with that push/merge
-# (keep it: a squash or rebase would orphan it).
+# meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc and regenerates the
+# pruned workspace's Cargo.lock (files/pv-xconnect-rs-ws/) and
+# pv-xconnect-crates.inc from that commit's tree, so the recipes build SRCREV
+# with the lock and crates it needs. Run it after committing a change of the
+# daemon's/examples' locked crates (ci/check-layer.sh fails until then,
+# naming this script) and commit the result on top: COMMIT reaches the
+# repository of PV_XCONNECT_RS_SRC_URI with that push/merge (keep it: a
+# squash or rebase would orphan it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=${1:-HEAD}

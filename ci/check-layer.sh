@@ -2,9 +2,12 @@
 # Layer and workflow checks, run by .ci/run and by the GitHub workflow
 # (offline apart from package installs; the real bitbake parse, which needs
 # the layers, is ci/bitbake-parse.sh):
-#  1. meta-layer/recipes-pv/pv-xconnect/pv-xconnect-crates.inc matches
-#     Cargo.lock (every crate, version and checksum; regenerated and diffed),
-#     and SRCREV's Cargo.lock is the working tree's;
+#  1. the layer's pruned workspace lock
+#     (meta-layer/recipes-pv/pv-xconnect/files/pv-xconnect-rs-ws/Cargo.lock)
+#     and pv-xconnect-crates.inc match the working tree (regenerated and
+#     diffed), SRCREV's tree gives the same ones, and cargo --frozen resolves
+#     that workspace offline from crates.inc's crates alone
+#     (ci/check-pruned-build.py);
 #  2. the daemon and the examples build with the pinned mixin's Rust
 #     (ci/check-msrv.py);
 #  3. every example's manifests, rootfs/ files and program are what its
@@ -19,29 +22,34 @@ cd "$(dirname "$0")/.."
 
 fail=0
 
-echo "-- crates.inc vs Cargo.lock"
+echo "-- pruned workspace: Cargo.lock and crates.inc vs the working tree"
 if ! python3 ci/gen-crates-inc.py --check; then
-  echo "FAIL: run 'ci/gen-crates-inc.py' and commit meta-layer/recipes-pv/pv-xconnect/pv-xconnect-crates.inc" >&2
+  echo "FAIL: run 'ci/gen-crates-inc.py' and commit meta-layer/recipes-pv/pv-xconnect/files/pv-xconnect-rs-ws/Cargo.lock and pv-xconnect-crates.inc" >&2
   fail=1
 fi
 
-# The .inc lists the working tree's crates (what kas/local-source.yml
-# builds); the default build fetches SRCREV, so SRCREV must carry the same
-# Cargo.lock or cargo --frozen misses crates. Source-only changes need no
-# bump; a lock change does, in a commit after it: ci/bump-srcrev.sh HEAD.
-srcrev=$(sed -n 's/^SRCREV = "\([0-9a-f]\{40\}\)"$/\1/p' meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc)
+# The lock and crates.inc are generated from the working tree (what
+# kas/local-source.yml builds); the default build fetches SRCREV and builds
+# it with the same two files, so SRCREV's pruned workspace must need exactly
+# them or cargo --frozen fails. Changes outside the daemon/examples lock
+# (source, harness crates) need no bump; a change of their locked crates
+# does, in a commit after it: ci/bump-srcrev.sh HEAD.
+echo "-- SRCREV vs the layer's pruned lock"
+inc=meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc
+srcrev=$(sed -n 's/^SRCREV = "\([0-9a-f]\{40\}\)"$/\1/p' "$inc")
 if [ -z "$srcrev" ]; then
-  echo "FAIL: no 40-hex SRCREV in meta-layer/recipes-pv/pv-xconnect/pv-xconnect-rs.inc" >&2; fail=1
-elif git cat-file -e "$srcrev:Cargo.lock" 2>/dev/null; then
-  if git show "$srcrev:Cargo.lock" | cmp -s - Cargo.lock; then
-    echo "SRCREV $srcrev carries this Cargo.lock"
-  else
-    echo "FAIL: SRCREV $srcrev has a different Cargo.lock: commit the lock, then run 'ci/bump-srcrev.sh HEAD' and commit" >&2
+  echo "FAIL: no 40-hex SRCREV in $inc" >&2; fail=1
+elif git cat-file -e "$srcrev^{commit}" 2>/dev/null; then
+  if ! python3 ci/gen-crates-inc.py --check --rev "$srcrev"; then
+    echo "FAIL: SRCREV $srcrev needs another pruned Cargo.lock than the working tree: commit, then run 'ci/bump-srcrev.sh HEAD' and commit its result" >&2
     fail=1
   fi
 else
   echo "WARN: SRCREV $srcrev is not in this clone (shallow?); not compared"
 fi
+
+echo "-- pruned workspace resolves offline from crates.inc's crates"
+python3 ci/check-pruned-build.py || { echo "FAIL: the layer's pruned workspace (above)" >&2; fail=1; }
 
 echo "-- MSRV of the daemon and the examples"
 python3 ci/check-msrv.py || { echo "FAIL: MSRV (above; see meta-layer/README.md)" >&2; fail=1; }

@@ -10,10 +10,14 @@ the build, from Cargo.lock and the manifests of the locked crates:
 2. Every crate in their build closure (normal and build dependencies, on
    the Linux targets the layer builds for) declares a `rust-version` <= MSRV:
    cargo refuses to compile a crate that needs a newer rustc.
-3. Every crates.io package in Cargo.lock, dev and harness dependencies
-   included, has an edition that cargo of the MSRV can parse: bitbake vendors
-   all of crates.inc and cargo reads every vendored manifest, even of crates
-   it does not build, so one `edition = "2024"` (Rust 1.85) fails the build.
+3. Every crates.io package of the layer's pruned Cargo.lock
+   (meta-layer/recipes-pv/pv-xconnect/files/pv-xconnect-rs-ws/Cargo.lock, the
+   lock of the workspace the recipes build: daemon, examples, testkit; dev
+   dependencies included) has an edition that cargo of the MSRV can parse:
+   bitbake vendors all of crates.inc (that lock's crates) and cargo reads
+   every vendored manifest, even of crates it does not build, so one
+   `edition = "2024"` (Rust 1.85) fails the build. The harness's crates are
+   not in that lock and may use any edition.
 4. `cargo clippy` with `clippy::incompatible_msrv` on the two crates (lib
    and bins, what bitbake builds): std
    APIs newer than the MSRV (the lint reads `rust-version`).
@@ -29,9 +33,13 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INC = os.path.join(ROOT, "meta-layer", "recipes-pv", "pv-xconnect", "pv-xconnect-rs.inc")
+# What bitbake vendors (ci/gen-crates-inc.py writes it and crates.inc).
+PRUNED_LOCK = os.path.join(ROOT, "meta-layer", "recipes-pv", "pv-xconnect", "files",
+                           "pv-xconnect-rs-ws", "Cargo.lock")
 CRATES = ("pv-xconnect", "pv-examples")
 # Targets the layer builds for (Pantavisor's docker-x86_64, arm64 and arm
 # boards). Crates only reachable on other targets (windows, wasm) are never
@@ -88,9 +96,22 @@ def main():
         if p["source"] is None and p["name"] in CRATES and p["rust_version"] != want:
             problems.append(f"{p['name']}: rust-version {p['rust_version']}, want {want} "
                             "(PV_XCONNECT_RS_MSRV)")
-        if p["source"] and p["edition"] not in EDITIONS:
+
+    # The pruned lock's crates are a subset of the full lock's (ci/gen-crates-inc.py
+    # only drops packages), so the full workspace's metadata has their manifests.
+    with open(PRUNED_LOCK, "rb") as f:
+        vendored = [(c["name"], c["version"]) for c in tomllib.load(f).get("package", [])
+                    if "crates.io" in c.get("source", "")]
+    by_nv = {(p["name"], p["version"]): p for p in meta["packages"] if p["source"]}
+    for nv in vendored:
+        p = by_nv.get(nv)
+        if p is None:
+            problems.append(f"{nv[0]} {nv[1]}: in the pruned lock but not in Cargo.lock: "
+                            "regenerate it with ci/gen-crates-inc.py")
+        elif p["edition"] not in EDITIONS:
             problems.append(f"{p['name']} {p['version']}: edition {p['edition']}: "
-                            f"cargo {want} cannot parse its manifest (it is vendored by bitbake)")
+                            f"cargo {want} cannot parse its manifest (bitbake vendors it: "
+                            "it is in the pruned workspace's lock)")
 
     closure = set()
     for t in TARGETS:
@@ -102,7 +123,8 @@ def main():
             problems.append(f"{p['name']} {p['version']}: rust-version {rv} > {want} "
                             "(in the daemon/examples build)")
     print(f"check-msrv: {len(closure)} crates in the daemon/examples build, "
-          f"{sum(1 for p in meta['packages'] if p['source'])} in Cargo.lock, MSRV {want}")
+          f"{len(vendored)} vendored by bitbake (pruned lock; "
+          f"{sum(1 for p in meta['packages'] if p['source'])} in Cargo.lock), MSRV {want}")
 
     if "--no-clippy" not in sys.argv[1:]:
         # Libraries and binaries: what bitbake builds (tests need not build).

@@ -1,31 +1,55 @@
 #!/usr/bin/env python3
-"""Generate meta-layer/recipes-pv/pv-xconnect/pv-xconnect-crates.inc from Cargo.lock.
+"""Generate the pruned workspace's Cargo.lock and pv-xconnect-crates.inc of the layer.
 
-The output is byte-for-byte what poky's (scarthgap) cargo-update-recipe-crates
-class writes for `bitbake -c update_crates pv-xconnect`: a header line, then per
-Cargo.lock a `# from <path>` comment, one `crate://crates.io/<name>/<version>`
-SRC_URI entry per crates.io package in lock-file order, and one
-`SRC_URI[<name>-<version>.sha256sum]` line per package that has a checksum.
-Doing it here means neither a bitbake setup nor a network is needed to keep the
-layer in sync with the workspace.
+The recipes build a copy of the workspace reduced to the crates bitbake
+builds (meta-layer/lib/pvxconnect_rs/workspace.py: daemon, examples and the
+path crate of their dev-dependencies), so harness-only crates, some of which
+cargo 1.81 cannot even parse, are never vendored. This script
+
+1. assembles that pruned workspace in a scratch directory from the source
+   tree with its full Cargo.lock, and lets cargo drop the packages it no
+   longer needs (`cargo metadata`: every remaining package keeps its locked
+   version; nothing is re-resolved);
+2. writes the result to meta-layer/recipes-pv/pv-xconnect/files/pv-xconnect-rs-ws/Cargo.lock,
+   the lock the recipes build with (`cargo build --frozen`);
+3. writes meta-layer/recipes-pv/pv-xconnect/pv-xconnect-crates.inc from it,
+   byte for byte what poky's (scarthgap) cargo-update-recipe-crates class
+   writes for `bitbake -c update_crates pv-xconnect` (its CARGO_LOCK_SRC_DIR
+   is the pruned workspace): a header line, a `# from Cargo.lock` comment,
+   one `crate://crates.io/<name>/<version>` SRC_URI entry per crates.io
+   package in lock-file order, and one `SRC_URI[<name>-<version>.sha256sum]`
+   line per package that has a checksum.
+
+No bitbake and no network are needed (cargo reads the crates cached by a
+`cargo fetch`/build of the workspace; it goes online only for missing ones).
 
 Usage:
-  ci/gen-crates-inc.py                 # rewrite the .inc from ./Cargo.lock
-  ci/gen-crates-inc.py --rev COMMIT    # from COMMIT's Cargo.lock (SRCREV bumps)
+  ci/gen-crates-inc.py                 # from the working tree
+  ci/gen-crates-inc.py --rev COMMIT    # from COMMIT's tree (SRCREV bumps)
   ci/gen-crates-inc.py --check         # exit 1 and show a diff if out of date
-  ci/gen-crates-inc.py --stdout        # print instead of writing
+  ci/gen-crates-inc.py --check --rev SRCREV   # does SRCREV need a bump?
+  ci/gen-crates-inc.py --stdout        # print crates.inc instead of writing
 """
 
 import argparse
 import difflib
+import io
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "meta-layer", "lib"))
+sys.dont_write_bytecode = True  # no __pycache__ in the layer
+from pvxconnect_rs import workspace  # noqa: E402
+
 RECIPE_PN = "pv-xconnect"
-INC = os.path.join(ROOT, "meta-layer", "recipes-pv", "pv-xconnect", f"{RECIPE_PN}-crates.inc")
+RECIPE_DIR = os.path.join(ROOT, "meta-layer", "recipes-pv", "pv-xconnect")
+INC = os.path.join(RECIPE_DIR, f"{RECIPE_PN}-crates.inc")
+LOCK = os.path.join(RECIPE_DIR, "files", workspace.WS_DIR, "Cargo.lock")
 REGEN_CMD = "ci/gen-crates-inc.py"
 
 
@@ -49,72 +73,104 @@ def crates_block(lock_text: bytes, relpath: str) -> str:
     return out
 
 
-def lock_files(rev):
-    """(relpath, bytes) of every Cargo.lock in the source tree bitbake would
-    fetch: the files git tracks (so target/ and worktrees are ignored), root
-    first, as os.walk in the class visits the top directory first."""
-    if rev:
-        names = subprocess.run(
-            ["git", "-C", ROOT, "ls-tree", "-r", "--name-only", rev],
-            check=True, capture_output=True, text=True).stdout.split()
-    else:
-        names = subprocess.run(
-            ["git", "-C", ROOT, "ls-files", "--cached", "--others", "--exclude-standard"],
-            check=True, capture_output=True, text=True).stdout.split()
-    locks = sorted((n for n in names if os.path.basename(n) == "Cargo.lock"),
-                   key=lambda n: (n.count("/"), n))
-    if not locks:
-        raise SystemExit("gen-crates-inc: no Cargo.lock found")
-    for n in locks:
-        if rev:
-            data = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{n}"],
-                                  check=True, capture_output=True).stdout
+def source_tree(rev, scratch):
+    """The directory holding the workspace to prune: the checkout, or REV's
+    root manifest, lock and member directories extracted from git."""
+    if not rev:
+        return ROOT
+    src = os.path.join(scratch, "src")
+    os.makedirs(src)
+    paths = ["Cargo.toml", "Cargo.lock", *workspace.MEMBERS]
+    tar = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", rev, "--", *paths],
+                         capture_output=True)
+    if tar.returncode != 0:
+        sys.exit(f"gen-crates-inc: cannot read {' '.join(paths)} at {rev}: "
+                 f"{tar.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as t:
+        if hasattr(tarfile, "data_filter"):
+            t.extractall(src, filter="data")
         else:
-            with open(os.path.join(ROOT, n), "rb") as f:
-                data = f.read()
-        yield n, data
+            t.extractall(src)
+    return src
 
 
-def generate(rev=None) -> str:
-    text = f"# Autogenerated with 'bitbake -c update_crates {RECIPE_PN}'\n\n"
-    for rel, data in lock_files(rev):
-        text += crates_block(data, rel)
-    return text
+def pruned_lock(rev=None) -> bytes:
+    """The Cargo.lock of the pruned workspace of the tree (or of REV)."""
+    with tempfile.TemporaryDirectory(prefix="pvx-prune.") as scratch:
+        src = source_tree(rev, scratch)
+        ws = os.path.join(scratch, workspace.WS_DIR)
+        workspace.assemble(src, ws, os.path.join(src, "Cargo.lock"))
+        cmd = ["cargo", "metadata", "--format-version", "1", "--manifest-path",
+               os.path.join(ws, "Cargo.toml")]
+        # Offline first: the crates of a built workspace are cached.
+        r = subprocess.run(cmd + ["--offline"], capture_output=True, text=True)
+        if r.returncode != 0:
+            print("gen-crates-inc: offline resolution failed, retrying online:\n"
+                  + r.stderr.strip(), file=sys.stderr)
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit("gen-crates-inc: cargo metadata of the pruned workspace failed:\n"
+                         + r.stderr)
+        with open(os.path.join(ws, "Cargo.lock"), "rb") as f:
+            return f.read()
+
+
+def generate_inc(lock: bytes) -> str:
+    return f"# Autogenerated with 'bitbake -c update_crates {RECIPE_PN}'\n\n" \
+        + crates_block(lock, "Cargo.lock")
+
+
+def read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rev", help="read Cargo.lock from this git commit")
-    ap.add_argument("--check", action="store_true", help="fail if the .inc is out of date")
-    ap.add_argument("--stdout", action="store_true", help="print instead of writing")
+    ap.add_argument("--rev", help="prune this git commit's workspace instead of the working tree's")
+    ap.add_argument("--check", action="store_true", help="fail if the committed files differ")
+    ap.add_argument("--stdout", action="store_true", help="print crates.inc instead of writing")
     args = ap.parse_args()
 
-    new = generate(args.rev)
+    lock = pruned_lock(args.rev)
+    inc = generate_inc(lock).encode("utf-8")
+    n = inc.count(b"crate://crates.io/")
     if args.stdout:
-        sys.stdout.write(new)
+        sys.stdout.write(inc.decode("utf-8"))
         return 0
+    what = f"{args.rev}'s tree" if args.rev else "the working tree"
     if args.check:
-        try:
-            with open(INC, encoding="utf-8") as f:
-                old = f.read()
-        except FileNotFoundError:
-            old = ""
-        if old == new:
-            n = new.count("crate://crates.io/")
-            print(f"crates.inc in sync with Cargo.lock ({n} crates)")
+        stale = []
+        for path, new in ((LOCK, lock), (INC, inc)):
+            old = read(path)
+            if old != new:
+                rel = os.path.relpath(path, ROOT)
+                stale.append(rel)
+                sys.stdout.writelines(difflib.unified_diff(
+                    old.decode("utf-8").splitlines(True), new.decode("utf-8").splitlines(True),
+                    rel + " (committed)", f"generated from {what}"))
+        if not stale:
+            print(f"pruned Cargo.lock and crates.inc match {what} ({n} crates)")
             return 0
-        sys.stdout.writelines(difflib.unified_diff(
-            old.splitlines(True), new.splitlines(True),
-            os.path.relpath(INC, ROOT) + " (committed)", "generated from Cargo.lock"))
-        print(f"\nERROR: {os.path.relpath(INC, ROOT)} is out of sync with Cargo.lock "
-              "(crate list, versions or checksums differ).\n"
-              f"Regenerate it with:  {REGEN_CMD}\n"
-              "and commit the result.", file=sys.stderr)
+        if args.rev:
+            print(f"\nERROR: {', '.join(stale)} differ from what {what} needs: "
+                  "the git build (SRCREV) would miss or mis-lock crates.\n"
+                  "Commit the change of Cargo.lock/Cargo.toml, then run:  ci/bump-srcrev.sh HEAD\n"
+                  "and commit the result.", file=sys.stderr)
+        else:
+            print(f"\nERROR: {', '.join(stale)} out of sync with {what}'s Cargo.lock "
+                  "(crate list, versions or checksums differ).\n"
+                  f"Regenerate with:  {REGEN_CMD}\nand commit the result.", file=sys.stderr)
         return 1
-    os.makedirs(os.path.dirname(INC), exist_ok=True)
-    with open(INC, "w", encoding="utf-8") as f:
-        f.write(new)
-    print(f"wrote {os.path.relpath(INC, ROOT)} ({new.count('crate://crates.io/')} crates)")
+    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
+    for path, new in ((LOCK, lock), (INC, inc)):
+        with open(path, "wb") as f:
+            f.write(new)
+        print(f"wrote {os.path.relpath(path, ROOT)}")
+    print(f"{n} crates (pruned workspace of {what})")
     return 0
 
 

@@ -10,13 +10,10 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
 use crate::util::{self, Step};
 
 pub const SUITE: &str = "bookworm";
-
-fn mirror() -> String {
-    std::env::var("HARNESS_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
-}
 
 /// A cached minbase rootfs tarball with `packages`.
 #[derive(Debug, Clone)]
@@ -28,14 +25,15 @@ pub struct Tarball {
 
 /// Returns the cached tarball for `packages`, running debootstrap (about a
 /// minute) only when no tarball for these inputs exists yet.
-pub fn minbase(packages: &[&str]) -> Result<Tarball> {
+pub fn minbase(config: &Config, packages: &[&str]) -> Result<Tarball> {
+    let mirror = &config.debian_mirror;
     let mut pkgs: Vec<&str> = packages.to_vec();
     pkgs.sort_unstable();
     pkgs.dedup();
     let key = hex::encode(Sha256::digest(
-        format!("{SUITE}|minbase|{}|{}", mirror(), pkgs.join(",")).as_bytes(),
+        format!("{SUITE}|minbase|{mirror}|{}", pkgs.join(",")).as_bytes(),
     ));
-    let dir = util::cache_dir().join("debootstrap");
+    let dir = config.cache_dir.join("debootstrap");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {dir:?}"))?;
     let path = dir.join(format!("{}.tar", &key[..16]));
     let sha_path = dir.join(format!("{}.tar.sha256", &key[..16]));
@@ -56,7 +54,7 @@ pub fn minbase(packages: &[&str]) -> Result<Tarball> {
     if !pkgs.is_empty() {
         cmd.arg(format!("--include={}", pkgs.join(",")));
     }
-    cmd.arg(SUITE).arg(&root).arg(mirror());
+    cmd.arg(SUITE).arg(&root).arg(mirror);
     let res = util::run(&mut cmd).and_then(|_| pack(&root, &path));
     let _ = std::fs::remove_dir_all(&root);
     res?;

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
 use crate::pvrexport::{ContainerSpec, DockerConfig, Pvrexport};
 use crate::util::{self, Step};
 use crate::{binaries, debian};
@@ -227,24 +228,24 @@ pub struct Built {
 
 /// Builds the exports of `examples`. Every example's program is part of
 /// the static build, so one that is missing is an error, never a skip.
-pub fn build_exports(examples: &[Example]) -> Result<Vec<Built>> {
+pub fn build_exports(config: &Config, examples: &[Example]) -> Result<Vec<Built>> {
     examples
         .iter()
         .map(|ex| {
             let missing: Vec<String> = ex
                 .needed_binaries()
                 .into_iter()
-                .filter(|b| binaries::find(b).is_none())
+                .filter(|b| binaries::find(config, b).is_none())
                 .collect();
             if !missing.is_empty() {
                 bail!(
                     "{}: static binary {} missing from {:?}",
                     ex.name,
                     missing.join(", "),
-                    binaries::dir()
+                    binaries::dir(config)
                 );
             }
-            build_export(ex)
+            build_export(config, ex)
         })
         .collect()
 }
@@ -254,9 +255,9 @@ pub fn build_exports(examples: &[Example]) -> Result<Vec<Built>> {
 /// `HARNESS_PVREXPORTS=<dir>` takes `<dir>/<name>.pvrexport.tgz` instead:
 /// the meta-layer's output (`DEPLOY_DIR_IMAGE`), so the same tests run
 /// against the containers bitbake built.
-pub fn build_export(ex: &Example) -> Result<Built> {
-    if let Some(dir) = std::env::var_os("HARNESS_PVREXPORTS") {
-        let path = PathBuf::from(dir).join(format!("{}.pvrexport.tgz", ex.name));
+pub fn build_export(config: &Config, ex: &Example) -> Result<Built> {
+    if let Some(dir) = &config.pvrexports {
+        let path = dir.join(format!("{}.pvrexport.tgz", ex.name));
         if !path.is_file() {
             bail!(
                 "HARNESS_PVREXPORTS is set but {path:?} does not exist \
@@ -270,8 +271,8 @@ pub fn build_export(ex: &Example) -> Result<Built> {
             path,
         });
     }
-    let key = input_hash(ex)?;
-    let dir = util::cache_dir().join("exports");
+    let key = input_hash(config, ex)?;
+    let dir = config.cache_dir.join("exports");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{}-{}.pvrexport.tgz", ex.name, &key[..16]));
     if path.is_file() {
@@ -281,10 +282,10 @@ pub fn build_export(ex: &Example) -> Result<Built> {
         });
     }
     let step = Step::start(format!("packaging {}", ex.name));
-    let work = util::cache_dir().join("rootfs").join(&ex.name);
+    let work = config.cache_dir.join("rootfs").join(&ex.name);
     let _ = std::fs::remove_dir_all(&work);
     let root = work.join("root");
-    assemble_rootfs(ex, &root)?;
+    assemble_rootfs(config, ex, &root)?;
     let squash = work.join("root.squashfs");
     // A Debian base has real owners (messagebus, ...); a bare tree is ours.
     mksquashfs(&root, &squash, ex.extras.debian_packages.is_empty())?;
@@ -305,14 +306,14 @@ pub fn build_export(ex: &Example) -> Result<Built> {
 }
 
 /// Everything that determines an export's bytes.
-fn input_hash(ex: &Example) -> Result<String> {
+fn input_hash(config: &Config, ex: &Example) -> Result<String> {
     let mut h = Sha256::new();
     h.update(b"v1");
     h.update(serde_json::to_vec(&Value::Object(ex.args.clone()))?);
     h.update(serde_json::to_vec(&ex.services)?);
     h.update(format!("{:?}", ex.extras).as_bytes());
     for b in ex.needed_binaries() {
-        if let Some(p) = binaries::find(&b) {
+        if let Some(p) = binaries::find(config, &b) {
             h.update(util::sha256_file(&p)?.as_bytes());
         }
     }
@@ -356,7 +357,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 pub const BUSYBOX: &str = "/bin/busybox";
 
 /// Lays out the example's root filesystem in `root`.
-pub fn assemble_rootfs(ex: &Example, root: &Path) -> Result<()> {
+pub fn assemble_rootfs(config: &Config, ex: &Example, root: &Path) -> Result<()> {
     if !ex.extras.debian_packages.is_empty() {
         let pkgs: Vec<&str> = ex
             .extras
@@ -364,7 +365,7 @@ pub fn assemble_rootfs(ex: &Example, root: &Path) -> Result<()> {
             .iter()
             .map(String::as_str)
             .collect();
-        let t = debian::minbase(&pkgs)?;
+        let t = debian::minbase(config, &pkgs)?;
         debian::unpack(&t, root)?;
     }
     for d in [
@@ -390,7 +391,7 @@ pub fn assemble_rootfs(ex: &Example, root: &Path) -> Result<()> {
     write_if_absent(&root.join("etc/group"), GROUP)?;
     write_if_absent(&root.join("etc/resolv.conf"), "")?;
     for b in ex.needed_binaries() {
-        let src = binaries::find(&b).with_context(|| format!("binary {b} not built"))?;
+        let src = binaries::find(config, &b).with_context(|| format!("binary {b} not built"))?;
         let dst = root.join("usr/bin").join(&b);
         std::fs::copy(&src, &dst).with_context(|| format!("copy {src:?}"))?;
     }

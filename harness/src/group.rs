@@ -10,12 +10,13 @@
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, Once};
 
-use crate::appengine::{Appengine, BootOptions};
+use crate::appengine::{Appengine, BootOptions, Examples};
 
 /// A set of tests sharing one appengine.
 pub struct Group {
     name: &'static str,
-    examples: &'static [&'static str],
+    /// The examples to install; `None`: every example.
+    examples: Option<&'static [&'static str]>,
     tests: usize,
     state: Mutex<State>,
 }
@@ -30,8 +31,22 @@ struct State {
 static LIVE: Mutex<Vec<Arc<Appengine>>> = Mutex::new(Vec::new());
 
 impl Group {
-    /// `tests` must equal the number of tests calling [`Group::enter`].
+    /// A group booted with `examples`. `tests` must equal the number of
+    /// tests calling [`Group::enter`].
     pub const fn new(name: &'static str, examples: &'static [&'static str], tests: usize) -> Self {
+        Group::with(name, Some(examples), tests)
+    }
+
+    /// A group booted with every example.
+    pub const fn all_examples(name: &'static str, tests: usize) -> Self {
+        Group::with(name, None, tests)
+    }
+
+    const fn with(
+        name: &'static str,
+        examples: Option<&'static [&'static str]>,
+        tests: usize,
+    ) -> Self {
         Group {
             name,
             examples,
@@ -50,9 +65,13 @@ impl Group {
         register_exit_hook();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.booted.is_none() {
+            let examples = match self.examples {
+                Some(names) => Examples::only(names),
+                None => Examples::All,
+            };
             let r = Appengine::boot(BootOptions {
                 group: self.name.into(),
-                examples: self.examples.iter().map(|s| s.to_string()).collect(),
+                examples,
                 wait_ready: true,
                 ..Default::default()
             })
@@ -115,10 +134,8 @@ impl Drop for GroupGuard {
 fn register_exit_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: registering a plain `extern "C" fn` with no captured state.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::atexit(remove_leftovers);
+        if !crate::atexit::register(remove_leftovers) {
+            eprintln!("[harness] atexit refused: a filtered run may leave appengines behind");
         }
     });
 }

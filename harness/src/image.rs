@@ -9,7 +9,11 @@
 //!
 //! `PV_APPENGINE_IMAGE` (an image already loaded) or `PV_APPENGINE_TAR` (a
 //! `docker save` tarball such as Yocto's `pantavisor-appengine-docker.tar`)
-//! select a real Pantavisor image instead; see [`AppengineImage`].
+//! select a real Pantavisor image instead ([`ImageSource`]); see
+//! [`AppengineImage`].
+//!
+//! Images are built or loaded here with bollard; nothing is ever pulled
+//! (these hosts reach no registry).
 
 use std::path::Path;
 
@@ -19,6 +23,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::config::{Config, ImageSource};
 use crate::util::{self, Step};
 use crate::{binaries, debian, docker};
 
@@ -35,48 +40,59 @@ pub const PACKAGES: &[&str] = &[
 /// Our binaries that go to `/usr/bin` in the image.
 pub const IMAGE_BINARIES: &[&str] = &["pv-appengine", "pvcontrol", "pv-xconnect"];
 
+/// The two kinds of appengine the harness knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// appengine-lite, our imitation, built from this workspace.
+    Lite,
+    /// A real Pantavisor appengine image (Yocto-built or built from
+    /// upstream source): our pv-xconnect replaces the image's before boot.
+    Real,
+}
+
 /// Which appengine the harness boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppengineImage {
     pub reference: String,
-    /// A real (Yocto-built) Pantavisor image: our pv-xconnect is copied in
-    /// and the image's daemon restarted.
-    pub real: bool,
+    pub kind: ImageKind,
 }
 
-/// Picks and prepares the image: `PV_APPENGINE_IMAGE`, else
-/// `PV_APPENGINE_TAR` (loaded), else appengine-lite (built if needed).
-pub async fn ensure(docker: &Docker) -> Result<AppengineImage> {
-    if let Ok(r) = std::env::var("PV_APPENGINE_IMAGE") {
-        if !docker::image_exists(docker, &r).await {
-            bail!("PV_APPENGINE_IMAGE={r} is not loaded in the engine (docker load < ...tar)");
+impl AppengineImage {
+    /// A real Pantavisor image (not appengine-lite).
+    pub fn is_real(&self) -> bool {
+        self.kind == ImageKind::Real
+    }
+}
+
+/// Prepares the image the configuration names: checks a loaded one is
+/// there, loads a tarball, or builds appengine-lite if needed. The static
+/// binaries are built in every case (our pv-xconnect goes into any image).
+pub async fn ensure(config: &Config, docker: &Docker) -> Result<AppengineImage> {
+    let kind = config.appengine.kind();
+    let reference = match &config.appengine {
+        ImageSource::Loaded(r) => {
+            if !docker::image_exists(docker, r).await {
+                bail!("PV_APPENGINE_IMAGE={r} is not loaded in the engine (docker load < ...tar)");
+            }
+            binaries::build(config)?;
+            r.clone()
         }
-        binaries::build()?;
-        return Ok(AppengineImage {
-            reference: r,
-            real: true,
-        });
-    }
-    if let Ok(t) = std::env::var("PV_APPENGINE_TAR") {
-        binaries::build()?;
-        let reference = load_tar(docker, Path::new(&t)).await?;
-        return Ok(AppengineImage {
-            reference,
-            real: true,
-        });
-    }
-    Ok(AppengineImage {
-        reference: appengine_lite(docker).await?,
-        real: false,
-    })
+        ImageSource::Tar(t) => {
+            binaries::build(config)?;
+            load_tar(docker, t).await?
+        }
+        ImageSource::Lite => appengine_lite(config, docker).await?,
+    };
+    Ok(AppengineImage { reference, kind })
 }
 
 /// Builds (or finds) the appengine-lite image; returns its reference.
-pub async fn appengine_lite(docker: &Docker) -> Result<String> {
-    let bins = binaries::build()?;
+pub async fn appengine_lite(config: &Config, docker: &Docker) -> Result<String> {
+    let bins = binaries::build(config)?;
     let mut missing = Vec::new();
     let mut inputs = Sha256::new();
-    let base = tokio::task::spawn_blocking(|| debian::minbase(PACKAGES)).await??;
+    let owned = config.clone();
+    let base = tokio::task::spawn_blocking(move || debian::minbase(&owned, PACKAGES)).await??;
     let base_ref = format!("pv-appengine-lite-base:{}", &base.sha256[..16]);
     inputs.update(base.sha256.as_bytes());
     inputs.update(DOCKERFILE_TAIL.as_bytes());

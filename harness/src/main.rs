@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use harness::appengine::{Appengine, BootOptions};
-use harness::{appengine, examples, image, util};
+use harness::appengine::logs::{fresh_result, last_result};
+use harness::appengine::{self, Appengine, BootOptions, Examples};
+use harness::config::Config;
+use harness::{docker, examples, image, util};
 
 /// Name of the appengine `up` leaves running.
 const UP_NAME: &str = "pv-appengine-lite-up";
@@ -51,13 +53,15 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Image => {
-            let d = appengine::runtime().block_on(harness::docker::connect())?;
-            let img = appengine::runtime().block_on(image::ensure(&d))?;
+            let config = Config::get()?;
+            let d = docker::block_on(docker::connect())?;
+            let img = docker::block_on(image::ensure(config, &d))?;
             println!("{}", img.reference);
         }
         Cmd::Exports => {
-            harness::binaries::build()?;
-            for b in examples::build_exports(&examples::discover()?)? {
+            let config = Config::get()?;
+            harness::binaries::build(config)?;
+            for b in examples::build_exports(config, &examples::discover()?)? {
                 println!("{}", b.path.display());
             }
         }
@@ -72,6 +76,7 @@ fn up(link_timeout: Duration) -> Result<()> {
     }
     let ae = Appengine::boot(BootOptions {
         group: "up".into(),
+        examples: Examples::All,
         wait_ready: true,
         persistent_name: Some(UP_NAME.into()),
         ..Default::default()
@@ -154,43 +159,6 @@ fn up(link_timeout: Duration) -> Result<()> {
 
 /// Long enough for every example client's 5 s retry loop to come round.
 const CLIENT_RESULT_WAIT: Duration = Duration::from_secs(15);
-
-/// The last result line written after byte `mark` of a console log (a
-/// restarted container may have truncated it: then the whole log counts).
-/// A one-shot client's `RESULT` line is final, however old.
-fn fresh_result(log: &str, mark: usize) -> Option<String> {
-    let fresh = log.get(mark..).unwrap_or(log);
-    let final_verdict = result_line(log).is_some_and(|l| l.contains("RESULT"));
-    (result_line(fresh).is_some() || final_verdict).then(|| last_result(log))
-}
-
-fn result_line(log: &str) -> Option<&str> {
-    let keys = [
-        "RESULT",
-        "OK",
-        "FAIL",
-        "REFUSED",
-        "ERROR",
-        "error",
-        "uid=",
-        "MISSING",
-        "UNAVAILABLE",
-    ];
-    log.lines()
-        .rev()
-        .find(|l| keys.iter().any(|k| l.contains(k)))
-}
-
-/// The last line of a client's console that reports a result.
-fn last_result(log: &str) -> String {
-    result_line(log)
-        .or_else(|| log.lines().rev().find(|l| !l.trim().is_empty()))
-        .unwrap_or("(no output)")
-        .trim()
-        .chars()
-        .take(70)
-        .collect()
-}
 
 fn print_table(head: &[&str], rows: &[[String; 5]]) {
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();

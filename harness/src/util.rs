@@ -1,5 +1,6 @@
-//! Small shared pieces: workspace paths, the cache directory, progress
-//! lines, running external tools with their output on failure.
+//! Small shared pieces: the workspace root, progress lines, running
+//! external tools with their output on failure, file hashes, the build
+//! lock.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,23 +12,6 @@ use anyhow::{bail, Context, Result};
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.parent().map(Path::to_path_buf).unwrap_or(here)
-}
-
-/// Cargo's target directory (honours `CARGO_TARGET_DIR`).
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => workspace_root().join("target"),
-    }
-}
-
-/// Where built artifacts are cached between runs (`.harness-cache`,
-/// git-ignored; `HARNESS_CACHE` overrides).
-pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("HARNESS_CACHE") {
-        Some(d) => PathBuf::from(d),
-        None => workspace_root().join(".harness-cache"),
-    }
 }
 
 /// Prints `[harness] <what> ...` now and `[harness] <what>: done in N s`
@@ -92,29 +76,24 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// An exclusive `flock` on `<cache>/build.lock`, held while images and
 /// exports are built so concurrent tests (threads or processes) never
-/// debootstrap or pack into the same cache entry at once.
+/// debootstrap or pack into the same cache entry at once. Released when
+/// dropped (the file closes).
 pub struct BuildLock {
     _file: std::fs::File,
 }
 
 impl BuildLock {
-    pub fn acquire() -> anyhow::Result<Self> {
-        use std::os::fd::AsRawFd;
-        let dir = cache_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("create {dir:?}: {e}"))?;
-        let path = dir.join("build.lock");
+    pub fn acquire(cache_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(cache_dir).with_context(|| format!("create {cache_dir:?}"))?;
+        let path = cache_dir.join("build.lock");
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| anyhow::anyhow!("open {path:?}: {e}"))?;
-        // SAFETY: flock on a descriptor we own; blocks until granted.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            anyhow::bail!("flock {path:?}: {}", std::io::Error::last_os_error());
-        }
+            .with_context(|| format!("open {path:?}"))?;
+        // Blocks until granted: another test or harness process is building.
+        f.lock().with_context(|| format!("flock {path:?}"))?;
         Ok(BuildLock { _file: f })
     }
 }

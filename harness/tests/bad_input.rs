@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use harness::appengine::{Appengine, BootOptions};
+use harness::appengine::{Appengine, BootOptions, Examples};
 use harness::examples::busybox_export;
 use harness::pvrexport::{ContainerSpec, DockerConfig};
 use serde_json::{json, Map, Value};
@@ -22,6 +22,7 @@ fn spec(name: &str, args: Value, services: Option<Value>) -> ContainerSpec {
 fn expect_refused(group: &str, files: Vec<std::path::PathBuf>, needle: &str) {
     let ae = Appengine::boot(BootOptions {
         group: group.into(),
+        examples: Examples::All,
         extra_exports: files,
         wait_ready: false,
         ..Default::default()

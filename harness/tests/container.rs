@@ -2,7 +2,7 @@
 //! capability set, devices, installed exports, exec, and removal when the
 //! handle is dropped (also on panic).
 
-use harness::appengine::{Appengine, BootOptions, PVTX_DIR};
+use harness::appengine::{Appengine, BootOptions, Examples, PVTX_DIR, STORAGE};
 
 fn exists(name: &str) -> bool {
     std::process::Command::new("docker")
@@ -10,6 +10,26 @@ fn exists(name: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// `(destination, volume name)` of each volume mounted in a container.
+fn volumes_of(name: &str) -> Vec<(String, String)> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--type",
+            "container",
+            "-f",
+            "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Destination}} {{.Name}}\n{{end}}{{end}}",
+            name,
+        ])
+        .output()
+        .expect("docker inspect");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(d, n)| (d.to_string(), n.to_string()))
+        .collect()
 }
 
 fn volume_exists(name: &str) -> bool {
@@ -24,13 +44,18 @@ fn volume_exists(name: &str) -> bool {
 fn container_has_devices_exports_and_is_removed_after_panic() {
     let ae = Appengine::boot(BootOptions {
         group: "container".into(),
-        examples: Vec::new(),
+        examples: Examples::All,
         wait_ready: false,
         ..Default::default()
     })
     .expect("boots");
     let name = ae.name.clone();
     assert!(exists(&name), "container {name} runs");
+    // pvtx.d and the storage live on volumes, not on Docker's overlay.
+    let volumes = volumes_of(&name);
+    let mut dests: Vec<&str> = volumes.iter().map(|(d, _)| d.as_str()).collect();
+    dests.sort_unstable();
+    assert_eq!(dests, vec![PVTX_DIR, STORAGE], "{volumes:?}");
 
     // DRM nodes with the right numbers (placeholders here: no host DRM).
     let dri = ae
@@ -68,8 +93,7 @@ fn container_has_devices_exports_and_is_removed_after_panic() {
     }));
     assert!(r.is_err());
     assert!(!exists(&name), "container {name} left behind");
-    assert!(
-        !volume_exists(&format!("{name}-storage")),
-        "volume left behind"
-    );
+    for (dest, vol) in &volumes {
+        assert!(!volume_exists(vol), "volume {vol} ({dest}) left behind");
+    }
 }

@@ -49,7 +49,7 @@ fn drm_master_kms_query_with_real_drm() {
     let ae = DRM.enter();
     if !ae.host_drm {
         let msg = "host has no DRM (no /dev/dri): KMS query not checked, only the nodes";
-        if std::env::var("HARNESS_REQUIRE_DRM").as_deref() == Ok("1") {
+        if harness::config::Config::get().expect("config").require_drm {
             panic!("HARNESS_REQUIRE_DRM=1 but {msg}");
         }
         harness::util::note(format!("NOT CHECKED: {msg}"));

@@ -8,7 +8,7 @@ use harness::examples;
 use harness::group::Group;
 use serde_json::Value;
 
-static ALL: Group = Group::new("graph", &[], 1);
+static ALL: Group = Group::all_examples("graph", 1);
 
 /// (consumer, name, provider) triples implied by the manifests of the
 /// examples that were installed.

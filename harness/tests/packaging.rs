@@ -4,13 +4,15 @@
 
 use std::process::Command;
 
+use harness::config::Config;
 use harness::examples::{self, Example};
 use harness::pvrexport::Pvrexport;
 use serde_json::json;
 
 #[test]
 fn example_becomes_a_verifiable_pvrexport_with_a_runnable_rootfs() {
-    harness::binaries::build().expect("static build");
+    let config = Config::get().expect("config");
+    harness::binaries::build(config).expect("static build");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("pvx-packaging-test");
     std::fs::create_dir_all(dir.join("rootfs/etc")).unwrap();
@@ -28,7 +30,7 @@ fn example_becomes_a_verifiable_pvrexport_with_a_runnable_rootfs() {
     )
     .unwrap();
     let ex = Example::load(&dir).expect("loads");
-    let built = examples::build_export(&ex).expect("packages");
+    let built = examples::build_export(config, &ex).expect("packages");
     let e = Pvrexport::read(&built.path).expect("reads back");
     e.verify().expect("objects match their hashes");
     assert_eq!(e.containers(), vec!["pvx-packaging-test".to_string()]);
@@ -68,6 +70,6 @@ fn example_becomes_a_verifiable_pvrexport_with_a_runnable_rootfs() {
         );
     }
     // Same inputs: the cached export is reused, byte for byte.
-    let again = examples::build_export(&ex).expect("cached");
+    let again = examples::build_export(config, &ex).expect("cached");
     assert_eq!(again.path, built.path);
 }

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use harness::appengine::Appengine;
+use harness::appengine::{Appengine, ContainerAction};
 use harness::group::Group;
 
 const SERVER: &str = "pv-example-unix-server";
@@ -87,7 +87,7 @@ fn restarted_consumer_is_reinjected_in_its_new_namespace() {
     let ae = RES.enter();
     let old = consumer_pid(&ae);
     let mark = ae.console_log(CLIENT).len();
-    ae.pvcontrol(&["containers", "restart", CLIENT])
+    ae.container_action(CLIENT, ContainerAction::Restart)
         .expect("restart accepted");
     let new = ae
         .wait_for("a new consumer pid", Duration::from_secs(60), |ae| {
@@ -108,7 +108,7 @@ fn consumer_fails_cleanly_without_provider_and_recovers() {
     let ae = RES.enter();
     consumer_pid(&ae);
     let mark = ae.console_log(CLIENT).len();
-    ae.pvcontrol(&["containers", "stop", SERVER])
+    ae.container_action(SERVER, ContainerAction::Stop)
         .expect("stop accepted");
     ae.wait_for("provider STOPPED", Duration::from_secs(30), |ae| {
         Ok((ae.container_status(SERVER)?.as_deref() == Some("STOPPED")).then_some(()))
@@ -122,7 +122,7 @@ fn consumer_fails_cleanly_without_provider_and_recovers() {
         "the consumer must survive its provider's absence"
     );
     let mark = ae.console_log(CLIENT).len();
-    ae.pvcontrol(&["containers", "start", SERVER])
+    ae.container_action(SERVER, ContainerAction::Start)
         .expect("start accepted");
     wait_new(&ae, CLIENT, mark, &[OK], 90);
 }

@@ -244,6 +244,12 @@ fn is_mountpoint(p: &Path) -> bool {
 }
 
 /// Docker gives no loop devices; `mount -o loop` needs them.
+///
+/// Loop devices are the host's: the free ones may be numbered far past any
+/// fixed range when other users (or earlier runs) hold the low ones, so the
+/// node made is the one the kernel hands out next (`losetup -f` asks
+/// loop-control), plus a few after it for concurrent appengines racing for
+/// the same number.
 fn ensure_loop_devices(dev: &Path) -> Result<()> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     let ctl = dev.join("loop-control");
@@ -256,7 +262,10 @@ fn ensure_loop_devices(dev: &Path) -> Result<()> {
         )
         .with_context(|| format!("mknod {}", ctl.display()))?;
     }
-    for n in 0..64u64 {
+    let free = run(Command::new("losetup").arg("-f"))?;
+    let first = parse_loop_device(&free)
+        .with_context(|| format!("`losetup -f` printed {:?}, not /dev/loopN", free.trim()))?;
+    for n in first..first + 8 {
         let p = dev.join(format!("loop{n}"));
         if !p.exists() {
             mknod(
@@ -269,6 +278,11 @@ fn ensure_loop_devices(dev: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `/dev/loopN` → N.
+fn parse_loop_device(s: &str) -> Option<u64> {
+    s.trim().strip_prefix("/dev/loop")?.parse().ok()
 }
 
 impl LxcRuntime {
@@ -415,14 +429,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn translate_drops_device_cgroup_and_adds_console() {
-        let conf = std::fs::read_to_string(
-            "/work/shared/fixtures/pvrexport/watchdog_pinger.lxc.container.conf",
+    fn loop_device_numbers_come_from_losetup_output() {
+        assert_eq!(parse_loop_device("/dev/loop0\n"), Some(0));
+        assert_eq!(parse_loop_device("/dev/loop187"), Some(187));
+        assert_eq!(
+            parse_loop_device("losetup: cannot find an unused loop device"),
+            None
         );
-        let conf = match conf {
-            Ok(c) => c,
-            Err(_) => "lxc.cgroup.devices.allow = a\nlxc.init.cmd = /app/x\n".to_owned(),
-        };
+        assert_eq!(parse_loop_device("/dev/loopX"), None);
+    }
+
+    #[test]
+    fn translate_drops_device_cgroup_and_adds_console() {
+        // Real pvr output, shared with the harness's tests.
+        let conf =
+            include_str!("../../tests/fixtures/pvrexport/watchdog_pinger.lxc.container.conf");
         let c = Container {
             name: "watchdog_pinger".into(),
             group: "platform".into(),
@@ -439,7 +460,8 @@ mod tests {
             required: vec![],
             optional: vec![],
         };
-        let t = translate_conf(&conf, &Paths::default(), &c, true);
+        assert!(conf.contains("lxc.cgroup.devices.allow"), "fixture changed");
+        let t = translate_conf(conf, &Paths::default(), &c, true);
         assert!(
             !t.lines().any(|l| l.starts_with("lxc.cgroup.devices.allow")),
             "{t}"
@@ -449,7 +471,7 @@ mod tests {
         ));
         assert!(t.contains("lxc.mount.entry = /dev/dri dev/dri none bind"));
         assert!(t.contains("lxc.init.cmd = /app/"));
-        let no_dri = translate_conf(&conf, &Paths::default(), &c, false);
+        let no_dri = translate_conf(conf, &Paths::default(), &c, false);
         assert!(!no_dri.contains("dev/dri"));
     }
 

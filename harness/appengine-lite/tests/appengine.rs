@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pv_testkit::require_tool;
 use serde_json::{json, Value};
 
 fn unix_pair(root: &std::path::Path) {
@@ -459,15 +460,8 @@ fn pvcontrol_prints_like_upstream() {
 }
 
 #[test]
-fn curl_http11_works_when_available() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("SKIPPED: curl not installed");
-        return;
-    }
+fn curl_http11_works() {
+    require_tool("curl");
     let root = tempfile::tempdir().expect("tempdir");
     unix_pair(root.path());
     let xc = idle_daemon(root.path());

@@ -7,12 +7,8 @@ use appengine_lite::install::{self, InstallError};
 use appengine_lite::paths::Paths;
 use appengine_lite::pvrexport;
 use appengine_lite::state::State;
-use common::FIXTURES;
+use common::fixture;
 use serde_json::{json, Value};
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(FIXTURES).join(name)
-}
 
 #[test]
 fn installs_real_export_once() {

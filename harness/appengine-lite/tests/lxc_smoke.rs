@@ -1,7 +1,7 @@
 //! Real LXC on this host: a busybox squashfs container installed from a
 //! pvrexport, started by `pv-appengine --runtime lxc` under a temporary
-//! root. Needs root, lxc-start, mksquashfs and a static busybox; says
-//! SKIPPED otherwise.
+//! root. Needs root, LXC, mksquashfs and a static busybox, and fails saying
+//! which is missing otherwise.
 
 mod common;
 
@@ -11,14 +11,8 @@ use std::time::Duration;
 
 use appengine_lite::pvrexport;
 use common::*;
+use pv_testkit::{require_root, require_tool};
 use serde_json::json;
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 fn lxc_pid(root: &Path, name: &str) -> i64 {
     Command::new("lxc-info")
@@ -34,14 +28,14 @@ fn lxc_pid(root: &Path, name: &str) -> i64 {
 #[test]
 fn lxc_busybox_container_boots_restarts_and_stops() {
     let busybox = "/bin/busybox";
-    if !nix::unistd::geteuid().is_root()
-        || !have("lxc-start")
-        || !have("mksquashfs")
-        || !Path::new(busybox).exists()
-    {
-        println!("SKIPPED: needs root, lxc-start, mksquashfs and {busybox}");
-        return;
+    require_root();
+    for tool in ["lxc-start", "lxc-info", "mksquashfs"] {
+        require_tool(tool);
     }
+    assert!(
+        Path::new(busybox).exists(),
+        "this test needs a static {busybox} (package busybox-static): ci/install-deps.sh installs it"
+    );
     let work = tempfile::tempdir().expect("tempdir");
     let rootfs = work.path().join("rootfs");
     for d in ["bin", "proc", "sys", "dev", "run", "tmp", "etc", "app"] {

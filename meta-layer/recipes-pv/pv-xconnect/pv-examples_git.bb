@@ -4,7 +4,8 @@ pv-examples-<name> per example, installing /usr/bin/pv-example-<name>."
 SECTION = "examples"
 
 require pv-xconnect-rs.inc
-# Same workspace, same Cargo.lock: the daemon's generated crate list applies.
+# Same pruned workspace, same Cargo.lock (pv-xconnect-rs.inc): the daemon's
+# generated crate list applies.
 require pv-xconnect-crates.inc
 
 inherit cargo

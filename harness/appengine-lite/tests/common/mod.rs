@@ -1,5 +1,7 @@
 //! Shared helpers: build pvtx.d exports, run `pv-appengine` in a temp root
-//! with the process runtime, talk HTTP to its pv-ctrl socket.
+//! with the process runtime, talk HTTP to its pv-ctrl socket, find the
+//! fixtures. (What a test needs from the host is checked with
+//! pv-testkit's `require_*`, which fail, never skip.)
 
 #![allow(dead_code)]
 
@@ -12,7 +14,13 @@ use std::time::{Duration, Instant};
 use appengine_lite::pvrexport;
 use serde_json::{json, Value};
 
-pub const FIXTURES: &str = "/work/shared/fixtures/pvrexport";
+/// Real pvr output, shared with the harness's own tests (one copy in the
+/// repository, found from this crate).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/pvrexport")
+        .join(name)
+}
 
 /// A container for the process runtime: run.json, services.json and an
 /// lxc.container.conf whose `lxc.init.cmd` is `cmd`.
