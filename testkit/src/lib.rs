@@ -24,6 +24,10 @@
 //! `pv-xconnect`, the examples' tests the example binaries; the `e2e`
 //! crate, which tests examples through the daemon, owns thin copies of
 //! the example programs it needs.
+//!
+//! Unsafe code is denied workspace-wide; [`listen`] allows it: its helper
+//! forks and, in the child, may only make async-signal-safe calls (raw
+//! libc: setns, chroot, bind, sendmsg of the listener fd, _exit).
 
 pub mod container;
 pub mod eventually;
