@@ -1,18 +1,28 @@
 //! Unix relay benchmark (run as root: `cargo bench -p pv-xconnect --bench
 //! unix_relay`). Starts the real daemon binary with a graph file whose
-//! consumer and provider are this process (host namespace), so the relay
-//! path is exactly the daemon's: injected listener -> session -> provider
-//! socket resolved inside the provider's root. Every figure is measured
-//! against a direct connection to the provider socket in the same run.
+//! consumer and provider are two containers (testkit's: own mount, pid and
+//! uts namespaces and root); this process serves the provider's socket
+//! (created inside the provider container, as the daemon checks) and is
+//! the consumer's client through `/proc/<pid>/root`. So the relay path is
+//! exactly the daemon's: injected listener -> session -> provider socket
+//! resolved inside the provider's root, listener verified. Every figure is
+//! measured against a direct connection to the provider socket (also
+//! through `/proc/<pid>/root`) in the same run.
+//!
+//! `PVX_BENCH_DAEMON=<path>` benchmarks another build of the daemon (e.g.
+//! the previous commit's, for before/after ratios on a noisy machine).
 //!
 //! Prints: throughput of 64 KiB writes, 1-byte round-trip p50/p99, new
 //! connections per second (connect, 1-byte echo, close), the daemon's idle
-//! RSS and its RSS with 100 links, and the daemon binary's size. Traffic
+//! RSS and its RSS with 100 links, its open fds and threads (idle, 1 link,
+//! 100 links), and the daemon binary's size. Traffic
 //! figures are medians of alternating direct/relay rounds.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use pv_testkit::Container;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,22 +37,31 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+const PROVIDER_SOCK: &str = "/run/bench/provider.sock";
+
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let me = std::process::id();
-    let provider = dir.path().join("provider.sock");
     let graph = dir.path().join("graph.json");
-    spawn_server(&provider);
+    let consumer = Container::start("bench-consumer", "sleep infinity");
+    let server = Container::start("bench-provider", "sleep infinity");
+    let (listener, _holder) = server.listen_std(PROVIDER_SOCK, 128);
+    spawn_server(listener);
+    let provider = server.path(PROVIDER_SOCK);
+    let pids = (consumer.pid, server.pid);
 
     std::fs::write(&graph, "[]").unwrap();
     let mut daemon = Daemon::start(&graph, dir.path());
     std::thread::sleep(Duration::from_millis(1500));
     let idle_rss = daemon.rss_kib();
+    let idle_res = daemon.resources();
 
     // One link for the traffic figures.
-    let target = dir.path().join("consumer/relay.sock");
-    std::fs::write(&graph, graph_json(me, &[(&target, &provider)])).unwrap();
+    let inside = PathBuf::from("/run/pv/relay.sock");
+    let target = consumer.path(&inside);
+    std::fs::write(&graph, graph_json(pids, &[&inside])).unwrap();
     assert!(wait_for(&target, Duration::from_secs(10)), "link injected");
+    std::thread::sleep(Duration::from_millis(500));
+    let one_res = daemon.resources();
 
     // On a 2-core machine client, relay and server compete for CPU and one
     // run can differ from the next by 2x: alternate direct and relay rounds
@@ -73,16 +92,20 @@ fn main() {
 
     // 100 links.
     let targets: Vec<PathBuf> = (0..100)
-        .map(|i| dir.path().join(format!("consumer/l{i}.sock")))
+        .map(|i| PathBuf::from(format!("/run/pv/l{i}.sock")))
         .collect();
-    let pairs: Vec<(&PathBuf, &PathBuf)> = targets.iter().map(|t| (t, &provider)).collect();
-    std::fs::write(&graph, graph_json(me, &pairs)).unwrap();
+    let all: Vec<&PathBuf> = targets.iter().collect();
+    std::fs::write(&graph, graph_json(pids, &all)).unwrap();
     for t in &targets {
-        assert!(wait_for(t, Duration::from_secs(20)), "100 links injected");
+        assert!(
+            wait_for(&consumer.path(t), Duration::from_secs(20)),
+            "100 links injected"
+        );
     }
     std::thread::sleep(Duration::from_millis(500));
     let rss_100 = daemon.rss_kib();
-    let size = std::fs::metadata(env!("CARGO_BIN_EXE_pv-xconnect"))
+    let res_100 = daemon.resources();
+    let size = std::fs::metadata(daemon_binary())
         .map(|m| m.len())
         .unwrap_or(0);
     daemon.stop();
@@ -106,17 +129,28 @@ fn main() {
         rss_100 as f64 / 1024.0
     );
     println!(
+        "daemon fds/threads: idle {}/{}, 1 link {}/{}, 100 links {}/{}",
+        idle_res.0, idle_res.1, one_res.0, one_res.1, res_100.0, res_100.1
+    );
+    println!(
         "binary size: {:.2} MiB ({})",
         size as f64 / 1048576.0,
-        env!("CARGO_BIN_EXE_pv-xconnect")
+        daemon_binary().display()
     );
+}
+
+/// The daemon under test: this build's, or `PVX_BENCH_DAEMON`.
+fn daemon_binary() -> PathBuf {
+    std::env::var_os("PVX_BENCH_DAEMON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pv-xconnect")))
 }
 
 struct Daemon(Child);
 
 impl Daemon {
     fn start(graph: &Path, dir: &Path) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_pv-xconnect"))
+        let child = Command::new(daemon_binary())
             .arg("--graph-file")
             .arg(graph)
             .args(["--interval-ms", "200"])
@@ -138,6 +172,16 @@ impl Daemon {
             .unwrap_or(0)
     }
 
+    /// Open file descriptors and threads of the daemon.
+    fn resources(&self) -> (usize, usize) {
+        let count = |d: &str| {
+            std::fs::read_dir(format!("/proc/{}/{d}", self.0.id()))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        };
+        (count("fd"), count("task"))
+    }
+
     fn stop(&mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.0.id() as i32),
@@ -154,15 +198,14 @@ impl Drop for Daemon {
     }
 }
 
-fn graph_json(pid: u32, links: &[(&PathBuf, &PathBuf)]) -> String {
-    let items: Vec<String> = links
+fn graph_json((consumer, provider): (i32, i32), targets: &[&PathBuf]) -> String {
+    let items: Vec<String> = targets
         .iter()
         .enumerate()
-        .map(|(i, (target, socket))| {
+        .map(|(i, target)| {
             format!(
-                r#"{{"consumer":"bench","consumer_pid":{pid},"provider":"bench-srv","provider_pid":{pid},"name":"raw{i}","type":"unix","role":"any","interface":"unix","target":"{}","socket":"{}"}}"#,
+                r#"{{"consumer":"bench","consumer_pid":{consumer},"provider":"bench-srv","provider_pid":{provider},"name":"raw{i}","type":"unix","role":"any","interface":"unix","target":"{}","socket":"{PROVIDER_SOCK}"}}"#,
                 target.display(),
-                socket.display()
             )
         })
         .collect();
@@ -182,8 +225,7 @@ fn wait_for(p: &Path, within: Duration) -> bool {
 
 /// Provider: first byte selects the mode: `S` sink (count bytes, answer 8
 /// bytes of count at EOF), anything else echo.
-fn spawn_server(path: &Path) {
-    let l = UnixListener::bind(path).unwrap();
+fn spawn_server(l: UnixListener) {
     std::thread::spawn(move || {
         for mut s in l.incoming().flatten() {
             // `c`: a one-byte echo served inline, so the connection-rate

@@ -10,7 +10,8 @@
 //! garbage; graph file missing or invalid) the last good graph stays
 //! published. A change of condition is logged once, recovery once. Until the
 //! first graph arrives the source is retried faster than the interval, so
-//! links come up as soon as pv-ctrl answers.
+//! links come up as soon as pv-ctrl answers. A reload (SIGHUP) fetches at
+//! once.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -217,8 +218,16 @@ async fn fetch_body(source: &Source, client: Option<&CtrlClient>) -> Result<Byte
     }
 }
 
-/// Poll `source` every `interval` until `shutdown`, publishing on `tx`.
-pub async fn run(source: Source, interval: Duration, tx: GraphTx, shutdown: Shutdown) {
+/// Poll `source` every `interval` (and at once on every `reload`) until
+/// `shutdown`, publishing on `tx`.
+pub async fn run(
+    source: Source,
+    interval: Duration,
+    tx: GraphTx,
+    mut reload: watch::Receiver<u64>,
+    shutdown: Shutdown,
+) {
+    let mut reload_open = true;
     let client = match &source {
         Source::Ctrl(p) => Some(CtrlClient::new(p.clone())),
         Source::File(_) => None,
@@ -262,6 +271,7 @@ pub async fn run(source: Source, interval: Duration, tx: GraphTx, shutdown: Shut
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            changed = reload.changed(), if reload_open => reload_open = changed.is_ok(),
         }
     }
 }

@@ -6,6 +6,11 @@
 //! table on another `watch`, which the status socket serves. On SIGTERM or
 //! SIGINT the source and the reconciler stop first, the reconciler tears
 //! every link down (removing what it injected), then the process exits 0.
+//! SIGHUP makes the source fetch and the reconciler retry at once.
+//!
+//! At start the soft `RLIMIT_NOFILE` is raised to the hard limit: the
+//! daemon holds two descriptors per session, bounded per link by
+//! `--max-sessions-per-link`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +22,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use pv_xconnect::ctrl::{self, Source};
-use pv_xconnect::link::{self, dbus, rest};
+use pv_xconnect::link::{self, dbus, rest, Limits};
 use pv_xconnect::reconcile::{self, LinkBackend, Reconciler};
 use pv_xconnect::shutdown::Shutdown;
 use pv_xconnect::status::{self, StatusError};
@@ -42,7 +47,8 @@ struct Cli {
     )]
     ctrl_socket: PathBuf,
 
-    /// Poll period in milliseconds (also the retry period of failed links).
+    /// Poll period in milliseconds (also the first retry delay of a failed
+    /// link; later retries back off exponentially up to 30 s).
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     interval_ms: u64,
@@ -70,7 +76,13 @@ struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     dbus_auth_timeout_ms: u64,
 
+    /// Sessions one link serves at once; further connections are accepted
+    /// and closed at once (logged once per burst).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_sessions as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_link: u32,
     /// The daemon's status socket (served by the daemon, read by `status`).
+    /// Its directory is one Pantavisor does not mount into containers.
     #[arg(long, value_name = "PATH", global = true, default_value = status::DEFAULT_SOCKET)]
     status_socket: PathBuf,
 
@@ -82,6 +94,10 @@ impl Cli {
     /// The mediations' settings from the flags.
     fn link_options(&self) -> link::Options {
         link::Options {
+            limits: Limits {
+                max_sessions: self.max_sessions_per_link as usize,
+                ..Limits::default()
+            },
             rest: rest::Options {
                 header_timeout: Duration::from_millis(self.rest_header_timeout_ms),
                 idle_timeout: Duration::from_millis(self.rest_idle_timeout_ms),
@@ -143,6 +159,11 @@ fn run_status(cli: &Cli) -> ExitCode {
 
 fn run_daemon(cli: Cli) -> ExitCode {
     pv_xconnect::logging::init();
+    match pv_xconnect::sys::raise_nofile_limit() {
+        Ok((old, new)) if old != new => info!("open files limit raised from {old} to {new}"),
+        Ok(_) => {}
+        Err(e) => warn!("cannot raise the open files limit: {e}"),
+    }
     // An embedded daemon: two workers are plenty; namespace work runs on
     // its own short-lived threads anyway.
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -168,6 +189,7 @@ fn run_daemon(cli: Cli) -> ExitCode {
 
 async fn daemon(cli: Cli) -> anyhow::Result<()> {
     let terminated = pv_xconnect::signal::terminated().context("installing signal handlers")?;
+    let reloads = pv_xconnect::signal::reloads().context("installing the SIGHUP handler")?;
     let interval = Duration::from_millis(cli.interval_ms);
     let source = match &cli.graph_file {
         Some(path) => Source::File(path.clone()),
@@ -177,6 +199,7 @@ async fn daemon(cli: Cli) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         source = ?source,
         interval_ms = cli.interval_ms,
+        max_sessions_per_link = cli.max_sessions_per_link,
         status_socket = %cli.status_socket.display(),
         "pv-xconnect starting"
     );
@@ -204,12 +227,21 @@ async fn daemon(cli: Cli) -> anyhow::Result<()> {
         }
     };
 
-    let source_task = tokio::spawn(ctrl::run(source, interval, graph_tx, control.clone()));
-    let reconciler = Reconciler::new(LinkBackend::with_options(links.clone(), cli.link_options()));
+    let source_task = tokio::spawn(ctrl::run(
+        source,
+        interval,
+        graph_tx,
+        reloads.clone(),
+        control.clone(),
+    ));
+    let reconciler = Reconciler::new(
+        LinkBackend::with_options(links.clone(), cli.link_options()),
+        interval,
+    );
     let mut reconcile_task = tokio::spawn(reconcile::run(
         reconciler,
         graph_rx,
-        interval,
+        reloads,
         status_tx,
         control.clone(),
     ));

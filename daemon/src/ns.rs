@@ -1,39 +1,71 @@
-//! Namespace plumbing.
+//! Everything the daemon does inside a container's filesystem.
 //!
-//! `setns(CLONE_NEWNS)` fails in a thread that shares its fs_struct with
-//! others (every tokio worker), so each operation that must *act* inside a
-//! consumer runs on a dedicated OS thread that first calls
-//! `unshare(CLONE_FS)`, enters the consumer's mount namespace, chroots to the
-//! consumer process's root, does its work and hands back only a file
-//! descriptor or a value. The thread then exits, taking its altered
-//! fs_struct (and, for [`connect_provider`] with credentials, its altered
-//! uid/gid) with it.
+//! Each container end of a link is a pinned [`Process`]; its root is
+//! opened through that pin ([`Process::root`]), never through a pid, and
+//! every path below it is walked relative to that root descriptor. Mounts
+//! are crossed by the walk itself, so no thread needs to enter the
+//! container's mount namespace, and nothing is ever resolved in the
+//! daemon's own root except the hosted bus's host paths.
 //!
-//! Paths a provider controls are never followed out of its own root: they
-//! are resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
-//! relative to `/proc/<pid>/root`, so an absolute symlink is re-rooted
-//! inside the provider instead of leading to a host path. Sockets are then
-//! reached through `/proc/thread-self/fd/N`, which also lifts the 108-byte
-//! `sun_path` limit.
+//! # Consumer side (creating)
 //!
-//! Things injected into a consumer are recorded as an [`Injected`] (mount
-//! namespace identity, node inode, node kind) so removal touches only the
-//! node we created, and only in the namespace we created it in.
+//! Parents of a target are opened one component at a time with
+//! `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_BENEATH)`
+//! and created with `mkdirat` (0755) where missing: a symlink anywhere on
+//! the way refuses the link rather than being followed, so a consumer that
+//! swaps a directory for a symlink cannot redirect what we create or chmod.
+//! The node is then made *in* the final directory descriptor: a socket is
+//! bound by its bare name from a thread whose working directory is that
+//! descriptor and whose umask gives it its mode (0666) at creation; a
+//! device node is made with `mknodat` under umask 0 and chowned through an
+//! `O_PATH` descriptor of the node itself, after checking it is the node
+//! we made. Nothing is chmod'ed or chowned by path.
+//!
+//! An existing node at the target is replaced only when it is dead: a
+//! socket nobody accepts on (a live one is `target occupied`), or a
+//! character device with the same device number. Anything else is refused.
+//!
+//! What was created is recorded as an [`Injected`]: the directory
+//! descriptor it lives in, its name and its inode. Removal unlinks that
+//! name in that directory only if the inode there is still ours.
+//!
+//! # Provider side (reaching)
+//!
+//! Paths a provider controls are resolved with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)` below its root, so an absolute symlink is
+//! re-rooted inside the provider instead of leading to a host path. Sockets
+//! are then reached through `/proc/self/fd/N` of the resolved inode
+//! ([`ResolvedSocket`]), which also lifts the 108-byte `sun_path` limit.
+//! A symlink cannot escape that way, a bind mount of a host socket can:
+//! [`Listener::of`] tells who really serves a connected socket, for the
+//! caller to compare with the provider ([`crate::link`] does, once per
+//! listener).
 
-use std::ffi::OsStr;
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::{self, ErrorKind, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::stat::{fstat, makedev, mknod, umask, Mode, SFlag};
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::stat::{fstat, fstatat, makedev, mkdirat, mknodat, umask, FileStat, Mode, SFlag};
+use nix::unistd::{fchownat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use crate::error::PathError;
-use crate::process::{Pid, ProviderPid};
+use crate::process::{Pid, Process, ProcessError, ProviderPid};
+
+/// How long a connect may wait for room in a provider's listen backlog.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long removing a node may take (a hung filesystem must not stall a
+/// link's teardown).
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Errors of namespace operations; each names the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,35 +78,28 @@ pub enum NsError {
     /// problem or a race.
     #[error(transparent)]
     AbsentInRoot(PathError),
-    /// The process is gone, and its root and namespaces with it.
+    /// The process is gone or no longer the one the link was made for.
     #[error(transparent)]
-    ProcessGone(PathError),
+    Process(#[from] ProcessError),
     /// What is at a path is not what the link needs; nothing was touched.
     #[error("{0}")]
     Refused(String),
-    /// A helper thread could not be started.
+    /// A helper thread could not be started, or a socket call failed.
     #[error("io: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[from] io::Error),
     /// A helper thread or task died before answering.
     #[error("{0} panicked")]
     Panicked(&'static str),
+    /// A step did not finish in time (a hung filesystem or peer).
+    #[error("{0} timed out")]
+    TimedOut(&'static str),
 }
 
 impl NsError {
-    /// `ProcessGone` when the path is missing (the process behind
-    /// `/proc/<pid>/...` exited), `Path` otherwise.
-    fn proc_path<'a, E: Into<std::io::Error>>(
-        action: &'static str,
-        path: &'a Path,
-    ) -> impl FnOnce(E) -> NsError + 'a {
-        move |e| {
-            let e = PathError::at(action, path)(e);
-            if e.kind() == ErrorKind::NotFound {
-                NsError::ProcessGone(e)
-            } else {
-                NsError::Path(e)
-            }
-        }
+    /// Whether the process behind the link is gone (or replaced): only a
+    /// new pid in the graph can help.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, NsError::Process(e) if e.is_gone())
     }
 }
 
@@ -106,43 +131,84 @@ pub enum NodeKind {
     CharDevice { rdev: u64 },
 }
 
-/// Identity of a node injected into a consumer, so that removal touches it
-/// only if it is still ours.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A node injected into a consumer, so that removal touches it only if it
+/// is still ours, and only where we made it.
+#[derive(Debug, Clone)]
 pub struct Injected {
     pub consumer: Pid,
     pub path: PathBuf,
     pub kind: NodeKind,
-    /// (st_dev, st_ino) of the consumer's `/proc/<pid>/ns/mnt` at injection.
-    mnt_ns: (u64, u64),
+    /// The directory the node was created in (O_PATH).
+    dir: Arc<OwnedFd>,
+    name: OsString,
     /// (st_dev, st_ino) of the node we created.
     node: (u64, u64),
 }
 
-/// Bind a listening socket at `target` inside the consumer: parents are
-/// created (0755), an existing *socket* there is replaced, any other file
-/// type is refused; the socket is made 0666 like upstream's.
+impl Injected {
+    /// (st_dev, st_ino) of the node.
+    pub fn node(&self) -> (u64, u64) {
+        self.node
+    }
+}
+
+/// The sockets this daemon injected and has not removed: a provider
+/// socket that is one of them is the daemon talking to itself.
+fn injected_sockets() -> &'static Mutex<HashSet<(u64, u64)>> {
+    static SET: std::sync::OnceLock<Mutex<HashSet<(u64, u64)>>> = std::sync::OnceLock::new();
+    SET.get_or_init(Default::default)
+}
+
+/// Whether (dev, ino) is one of our own injected listeners.
+pub fn is_injected_socket(node: (u64, u64)) -> bool {
+    injected_sockets()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&node)
+}
+
+/// Bind a listening socket at `target` inside the consumer (see the module
+/// docs): mode 0666 from creation, parents created without following
+/// symlinks, a dead socket replaced, a live one or any other file refused.
 pub async fn inject_socket(
-    consumer: Pid,
+    consumer: &Arc<Process>,
+    pid: Pid,
     target: &Path,
 ) -> Result<(UnixListener, Injected), NsError> {
     let target = absolute_target(target)?;
+    let consumer = consumer.clone();
     on_thread(move || {
-        let mnt_ns = enter_consumer(consumer)?;
-        let (parent, base) = prepare_target(&target, |ft| ft.is_socket(), "socket")?;
-        std::env::set_current_dir(&parent).map_err(PathError::at("chdir", &parent))?;
-        let listener = UnixListener::bind(&base).map_err(PathError::at("bind", &target))?;
-        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o666))
-            .map_err(PathError::at("chmod", &target))?;
-        let md = std::fs::symlink_metadata(&base).map_err(PathError::at("stat", &target))?;
+        // A thread of our own: its working directory and umask are private.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+            .map_err(PathError::at("unshare(CLONE_FS) for", &target))?;
+        let (dir, name) = prepare_target(&consumer, &target, Want::Socket)?;
+        nix::unistd::fchdir(&dir).map_err(PathError::at("enter the directory of", &target))?;
+        umask(Mode::from_bits_truncate(0o111));
+        let listener =
+            UnixListener::bind(Path::new(&name)).map_err(PathError::at("bind", &target))?;
+        let st = fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(PathError::at("stat", &target))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(NsError::Refused(format!(
+                "{} was replaced right after bind: refusing it",
+                target.display()
+            )));
+        }
+        let node = (st.st_dev, st.st_ino);
+        injected_sockets()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node);
+        consumer.check()?;
         Ok((
             listener,
             Injected {
-                consumer,
+                consumer: pid,
                 path: target,
                 kind: NodeKind::Socket,
-                mnt_ns,
-                node: (md.dev(), md.ino()),
+                dir: Arc::new(dir),
+                name,
+                node,
             },
         ))
     })
@@ -150,146 +216,283 @@ pub async fn inject_socket(
 }
 
 /// Create the character device `node` at `target` inside the consumer, with
-/// the node's permission bits, uid and gid. An existing character device
-/// there is replaced; any other file type is refused.
+/// the node's permission bits, uid and gid (see the module docs).
 pub async fn mknod_in_consumer(
-    consumer: Pid,
+    consumer: &Arc<Process>,
+    pid: Pid,
     target: &Path,
     node: DeviceNode,
 ) -> Result<Injected, NsError> {
     let target = absolute_target(target)?;
+    let consumer = consumer.clone();
     on_thread(move || {
-        let mnt_ns = enter_consumer(consumer)?;
-        prepare_target(&target, |ft| ft.is_char_device(), "character device")?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+            .map_err(PathError::at("unshare(CLONE_FS) for", &target))?;
+        // umask lives in the fs_struct we just unshared: modes are exact.
+        umask(Mode::empty());
         let rdev = makedev(node.major, node.minor);
-        let perm = node.mode & 0o7777;
-        mknod(
-            &target,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(perm as libc::mode_t),
-            rdev,
+        let (dir, name) = prepare_target(&consumer, &target, Want::CharDevice(rdev))?;
+        let perm = Mode::from_bits_truncate((node.mode & 0o7777) as libc::mode_t);
+        mknodat(&dir, name.as_os_str(), SFlag::S_IFCHR, perm, rdev)
+            .map_err(PathError::at("mknod", &target))?;
+        // Chown what we made, through a descriptor of it: never a path.
+        let fd = openat(
+            &dir,
+            name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
         )
-        .map_err(PathError::at("mknod", &target))?;
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(perm))
-            .map_err(PathError::at("chmod", &target))?;
-        std::os::unix::fs::lchown(&target, Some(node.uid), Some(node.gid))
-            .map_err(PathError::at("chown", &target))?;
-        let md = std::fs::symlink_metadata(&target).map_err(PathError::at("stat", &target))?;
+        .map_err(PathError::at("open", &target))?;
+        let st = fstat(&fd).map_err(PathError::at("stat", &target))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != rdev {
+            return Err(NsError::Refused(format!(
+                "{} was replaced right after mknod: refusing it",
+                target.display()
+            )));
+        }
+        fchownat(
+            &fd,
+            "",
+            Some(Uid::from_raw(node.uid)),
+            Some(Gid::from_raw(node.gid)),
+            AtFlags::AT_EMPTY_PATH,
+        )
+        .map_err(PathError::at("chown", &target))?;
+        consumer.check()?;
         Ok(Injected {
-            consumer,
+            consumer: pid,
             path: target,
-            kind: NodeKind::CharDevice { rdev: md.rdev() },
-            mnt_ns,
-            node: (md.dev(), md.ino()),
+            kind: NodeKind::CharDevice { rdev: st.st_rdev },
+            dir: Arc::new(dir),
+            name,
+            node: (st.st_dev, st.st_ino),
         })
     })
     .await
 }
 
-/// Remove an injected node if the consumer's mount namespace still exists
-/// and the node at the path is still the one we created. Returns whether
-/// something was removed.
+/// Remove an injected node if the node in its directory is still the one
+/// we created. Returns whether something was removed.
 pub async fn remove_injected(injected: &Injected) -> Result<bool, NsError> {
     let inj = injected.clone();
-    on_thread(move || {
-        let ns_path = PathBuf::from(format!("/proc/{}/ns/mnt", inj.consumer));
-        match std::fs::metadata(&ns_path) {
-            Ok(md) if (md.dev(), md.ino()) == inj.mnt_ns => {}
-            // The consumer is gone (or its pid now names another process):
-            // the namespace and our node went with it.
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(PathError::at("stat", &ns_path)(e).into()),
-        }
-        enter_consumer(inj.consumer)?;
-        let md = match std::fs::symlink_metadata(&inj.path) {
-            Ok(md) => md,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+    injected_sockets()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&inj.node);
+    let work = tokio::task::spawn_blocking(move || {
+        let st = match fstatat(
+            &*inj.dir,
+            inj.name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(false),
             Err(e) => return Err(PathError::at("stat", &inj.path)(e).into()),
         };
         let same_kind = match inj.kind {
-            NodeKind::Socket => md.file_type().is_socket(),
-            NodeKind::CharDevice { rdev } => md.file_type().is_char_device() && md.rdev() == rdev,
+            NodeKind::Socket => st.st_mode & libc::S_IFMT == libc::S_IFSOCK,
+            NodeKind::CharDevice { rdev } => {
+                st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == rdev
+            }
         };
-        if !same_kind || (md.dev(), md.ino()) != inj.node {
+        if !same_kind || (st.st_dev, st.st_ino) != inj.node {
             return Ok(false);
         }
-        std::fs::remove_file(&inj.path).map_err(PathError::at("unlink", &inj.path))?;
+        unlinkat(&*inj.dir, inj.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+            .map_err(PathError::at("unlink", &inj.path))?;
         Ok(true)
-    })
-    .await
-}
-
-/// Connect to `socket` resolved inside the provider's root. With `creds`,
-/// the connecting thread carries that (uid, gid).
-pub async fn connect_provider(
-    provider: ProviderPid,
-    socket: &Path,
-    creds: Option<(u32, u32)>,
-) -> Result<UnixStream, NsError> {
-    let path = socket.to_path_buf();
-    let work = move || {
-        let target = ProviderSocket::resolve(provider, &path)?;
-        if let Some((uid, gid)) = creds {
-            crate::sys::set_thread_creds(uid, gid)
-                .map_err(PathError::at("set credentials for", &path))?;
-        }
-        Ok(UnixStream::connect(target.via()).map_err(PathError::at("connect", &path))?)
-    };
-    match creds {
-        // Credentials change the thread for good: a disposable thread.
-        Some(_) => on_thread(work).await,
-        None => {
-            // Fast path, on the calling task: resolution walks procfs and
-            // the provider's (local) filesystems and a non-blocking connect
-            // never waits, so a thread handoff per connection (which halves
-            // the connection rate) is not needed. Only a full listen backlog
-            // sends us to the blocking pool, to wait there.
-            match connect_now(provider, socket) {
-                Err(NsError::Path(e)) if e.kind() == ErrorKind::WouldBlock => {}
-                done => return done,
-            }
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|_| NsError::Panicked("connect task"))?
-        }
+    });
+    match tokio::time::timeout(REMOVE_TIMEOUT, work).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(NsError::Panicked("remove task")),
+        Err(_) => Err(NsError::TimedOut("removing the node")),
     }
 }
 
-/// A non-blocking connect to the provider's socket (resolved in its root);
-/// `WouldBlock` when its listen backlog is full.
-fn connect_now(provider: ProviderPid, path: &Path) -> Result<UnixStream, NsError> {
-    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let target = ProviderSocket::resolve(provider, path)?;
-    let sock = socket(
+/// What may be replaced at a target.
+#[derive(Clone, Copy)]
+enum Want {
+    Socket,
+    CharDevice(u64),
+}
+
+/// Open the directory of `target` inside the consumer's root (creating
+/// missing parents, never following a symlink) and clear the way for a
+/// new node: a dead node of the wanted kind is removed, anything else
+/// refused. Returns (directory, file name).
+fn prepare_target(
+    consumer: &Process,
+    target: &Path,
+    want: Want,
+) -> Result<(OwnedFd, OsString), NsError> {
+    let root = consumer.root()?;
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let name = target
+        .file_name()
+        .map(OsStr::to_os_string)
+        .ok_or_else(|| NsError::Refused(format!("target {} has no file name", target.display())))?;
+    let dir = open_dirs(&root, parent, target)?;
+    let existing = match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok((dir, name)),
+        Err(e) => return Err(PathError::at("stat", target)(e).into()),
+    };
+    let kind = existing.st_mode & libc::S_IFMT;
+    match want {
+        Want::Socket if kind == libc::S_IFSOCK => {
+            if socket_is_live(&dir, &name, &existing) {
+                return Err(NsError::Refused(format!(
+                    "target occupied: a live socket pv-xconnect did not create is at {}",
+                    target.display()
+                )));
+            }
+        }
+        Want::CharDevice(rdev) if kind == libc::S_IFCHR && existing.st_rdev == rdev => {}
+        Want::CharDevice(_) if kind == libc::S_IFCHR => {
+            return Err(NsError::Refused(format!(
+                "{} exists in the consumer and is another character device ({}:{}): refusing to replace it",
+                target.display(),
+                nix::sys::stat::major(existing.st_rdev),
+                nix::sys::stat::minor(existing.st_rdev)
+            )))
+        }
+        Want::Socket => {
+            return Err(NsError::Refused(format!(
+                "{} exists in the consumer and is a {}, not a socket: refusing to replace it",
+                target.display(),
+                describe(kind)
+            )))
+        }
+        Want::CharDevice(_) => {
+            return Err(NsError::Refused(format!(
+                "{} exists in the consumer and is a {}, not a character device: refusing to replace it",
+                target.display(),
+                describe(kind)
+            )))
+        }
+    }
+    // Still the node we looked at? Then it goes.
+    match fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if (st.st_dev, st.st_ino) == (existing.st_dev, existing.st_ino) => {
+            unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(PathError::at("unlink stale", target))?;
+        }
+        Err(Errno::ENOENT) => {}
+        _ => {
+            return Err(NsError::Refused(format!(
+                "{} changed while being checked: refusing it",
+                target.display()
+            )))
+        }
+    }
+    Ok((dir, name))
+}
+
+/// Does something accept on the socket `name` in `dir`? A full backlog
+/// counts as live; only a refused connect means dead.
+fn socket_is_live(dir: &OwnedFd, name: &OsStr, seen: &FileStat) -> bool {
+    let Ok(fd) = openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    match fstat(&fd) {
+        Ok(st) if (st.st_dev, st.st_ino) == (seen.st_dev, seen.st_ino) => {}
+        _ => return true, // changed under us: do not touch it
+    }
+    let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let Ok(addr) = UnixAddr::new(via.as_str()) else {
+        return true;
+    };
+    let Ok(sock) = socket(
         AddressFamily::Unix,
         SockType::Stream,
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         None,
-    )
-    .map_err(PathError::at("socket for", path))?;
-    let addr = UnixAddr::new(target.via()).map_err(PathError::at("address of", path))?;
-    connect(sock.as_raw_fd(), &addr).map_err(PathError::at("connect", path))?;
-    Ok(UnixStream::from(sock))
+    ) else {
+        return true;
+    };
+    !matches!(connect(sock.as_raw_fd(), &addr), Err(Errno::ECONNREFUSED))
+}
+
+/// Open `dir` (absolute, inside the consumer) below `root`, one component
+/// at a time, creating missing directories (0755) and refusing symlinks.
+fn open_dirs(root: &OwnedFd, dir: &Path, target: &Path) -> Result<OwnedFd, NsError> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            // A symlink, even as the last component, fails with ELOOP.
+            ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_BENEATH,
+        );
+    let mut cur = root
+        .try_clone()
+        .map_err(PathError::at("dup root for", target))?;
+    let mut walked = PathBuf::from("/");
+    for comp in dir.components() {
+        let name = match comp {
+            Component::Normal(n) => n,
+            Component::RootDir | Component::CurDir => continue,
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(NsError::Refused(format!(
+                    "target {} must be an absolute path without '..'",
+                    target.display()
+                )))
+            }
+        };
+        walked.push(name);
+        let mut created = false;
+        let mut tries = 0;
+        cur = loop {
+            match openat2(&cur, name, how) {
+                Ok(fd) => break fd,
+                Err(Errno::EAGAIN) if tries < 16 => tries += 1,
+                Err(Errno::ENOENT) if !created => {
+                    match mkdirat(&cur, name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => created = true,
+                        Err(e) => return Err(PathError::at("mkdir", &walked)(e).into()),
+                    }
+                }
+                Err(Errno::ELOOP) | Err(Errno::EXDEV) => {
+                    return Err(NsError::Refused(format!(
+                        "{} is a symlink in the consumer: refusing to follow it for {}",
+                        walked.display(),
+                        target.display()
+                    )))
+                }
+                Err(Errno::ENOTDIR) => {
+                    return Err(NsError::Refused(format!(
+                        "{} is not a directory in the consumer: refusing {}",
+                        walked.display(),
+                        target.display()
+                    )))
+                }
+                Err(e) => return Err(PathError::at("open", &walked)(e).into()),
+            }
+        };
+    }
+    Ok(cur)
 }
 
 /// A provider's socket, found inside the provider's root and checked to be
-/// a socket; [`ProviderSocket::via`] is a path that reaches it from here.
-struct ProviderSocket {
-    via: PathBuf,
-    /// The O_PATH fd `via` goes through (none for the host: its paths are
-    /// ours). `via` is valid as long as this is open.
-    _fd: Option<OwnedFd>,
+/// a socket; connections go to that very inode.
+#[derive(Debug)]
+pub struct ResolvedSocket {
+    /// The O_PATH descriptor `addr` goes through.
+    _fd: OwnedFd,
+    addr: UnixAddr,
+    /// (st_dev, st_ino) of the socket file.
+    pub node: (u64, u64),
 }
 
-impl ProviderSocket {
-    fn resolve(provider: ProviderPid, path: &Path) -> Result<ProviderSocket, NsError> {
-        if provider == ProviderPid::Host {
-            return Ok(ProviderSocket {
-                via: path.to_path_buf(),
-                _fd: None,
-            });
-        }
+impl ResolvedSocket {
+    /// Resolve `path` below the provider's root (`None`: the host's).
+    /// Blocking: it walks the provider's filesystems.
+    pub fn resolve(provider: Option<&Process>, path: &Path) -> Result<ResolvedSocket, NsError> {
         let fd = open_in_root(provider, path, OFlag::O_PATH)?;
         let st = fstat(&fd).map_err(PathError::at("stat", path))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
@@ -300,26 +503,169 @@ impl ProviderSocket {
         }
         // Through procfs the kernel connects to the very inode we checked,
         // whatever the path's length (sun_path holds 108 bytes).
-        Ok(ProviderSocket {
-            via: PathBuf::from(format!("/proc/thread-self/fd/{}", fd.as_raw_fd())),
-            _fd: Some(fd),
+        let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let addr = UnixAddr::new(via.as_str()).map_err(PathError::at("address of", path))?;
+        Ok(ResolvedSocket {
+            _fd: fd,
+            addr,
+            node: (st.st_dev, st.st_ino),
         })
     }
 
-    fn via(&self) -> &Path {
-        &self.via
+    /// One non-blocking connect: `WouldBlock` when the listen backlog is
+    /// full, `ConnectionRefused` when nobody listens on the inode anymore.
+    pub fn connect(&self) -> io::Result<UnixStream> {
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        connect(sock.as_raw_fd(), &self.addr)?;
+        Ok(UnixStream::from(sock))
     }
+
+    /// Connect from a disposable thread carrying (uid, gid), retrying a
+    /// full backlog until [`CONNECT_TIMEOUT`].
+    pub async fn connect_as(self: &Arc<Self>, uid: u32, gid: u32) -> Result<UnixStream, NsError> {
+        let me = self.clone();
+        on_thread(move || {
+            crate::sys::set_thread_creds(uid, gid)?;
+            let deadline = Instant::now() + CONNECT_TIMEOUT;
+            let mut pause = Duration::from_millis(1);
+            loop {
+                match me.connect() {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        if Instant::now() >= deadline {
+                            return Err(NsError::TimedOut("connect (provider backlog full)"));
+                        }
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                    }
+                    r => return Ok(r?),
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Connect now, or wait (asynchronously, never on a blocking thread) for
+/// room in a full listen backlog until [`CONNECT_TIMEOUT`].
+pub async fn connect_resolved(socket: &ResolvedSocket) -> Result<UnixStream, NsError> {
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match socket.connect() {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(NsError::TimedOut("connect (provider backlog full)"));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// Who serves a connected Unix socket: the process that called `listen()`
+/// on the peer.
+#[derive(Debug)]
+pub enum Listener {
+    /// That process, pinned.
+    Process(Process),
+    /// It has exited (pid as last known): nobody can tell where it lived.
+    Exited(i32),
+    /// It lives in a pid namespace the daemon cannot see into.
+    Unseen,
+}
+
+impl Listener {
+    /// `SO_PEERCRED` (and `SO_PEERPIDFD` where the kernel has it, so a
+    /// reused pid is never mistaken for the listener).
+    pub fn of(sock: &impl AsFd) -> Listener {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let pid = match getsockopt(sock, PeerCredentials) {
+            Ok(c) => c.pid(),
+            Err(_) => return Listener::Unseen,
+        };
+        if pid <= 0 {
+            return Listener::Unseen;
+        }
+        let pidfd = match crate::sys::peer_pidfd(sock.as_fd()) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Listener::Exited(pid),
+            Err(_) => None,
+        };
+        let process = match Process::open(pid, "listener") {
+            Ok(p) => p,
+            Err(_) => return Listener::Exited(pid),
+        };
+        if let Some(fd) = pidfd {
+            // Alive now means the number was still the listener's when
+            // `process` was opened.
+            let mut pfd = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if matches!(nix::poll::poll(&mut pfd, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0) {
+                return Listener::Exited(pid);
+            }
+        }
+        Listener::Process(process)
+    }
+}
+
+/// Connect to `socket` resolved inside the provider's root (with `creds`,
+/// from a thread carrying that uid/gid), checking that a container
+/// provider's socket is served from inside it. For tests and tools; links
+/// use [`crate::link::Provider`], which caches the resolution.
+pub async fn connect_provider(
+    provider: ProviderPid,
+    socket: &Path,
+    creds: Option<(u32, u32)>,
+) -> Result<UnixStream, NsError> {
+    let path = socket.to_path_buf();
+    let (process, resolved) = tokio::task::spawn_blocking(move || {
+        let process = match provider {
+            ProviderPid::Host => None,
+            ProviderPid::Container(pid) => Some(Process::open(pid.get(), "provider")?),
+        };
+        let resolved = ResolvedSocket::resolve(process.as_ref(), &path)?;
+        Ok::<_, NsError>((process, Arc::new(resolved)))
+    })
+    .await
+    .map_err(|_| NsError::Panicked("resolve task"))??;
+    let stream = match creds {
+        Some((uid, gid)) => resolved.connect_as(uid, gid).await?,
+        None => connect_resolved(&resolved).await?,
+    };
+    if let Some(process) = &process {
+        match Listener::of(&stream) {
+            Listener::Process(l)
+                if l.mnt_ns() == process.mnt_ns() && l.pid_ns() == process.pid_ns() => {}
+            _ => {
+                return Err(NsError::Refused(format!(
+                    "provider socket {} is served from outside the provider (pid {})",
+                    socket.display(),
+                    process.pid()
+                )))
+            }
+        }
+    }
+    Ok(stream)
 }
 
 /// Stat the provider's device node at `path`, resolved inside its root
 /// (symlinks are followed, but never out of that root).
 pub async fn stat_provider_device(
-    provider: ProviderPid,
+    provider: Option<Arc<Process>>,
     path: &Path,
 ) -> Result<DeviceNode, NsError> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let fd = open_in_root(provider, &path, OFlag::O_PATH)?;
+        let fd = open_in_root(provider.as_deref(), &path, OFlag::O_PATH)?;
         let st = fstat(&fd).map_err(PathError::at("stat", &path))?;
         let rdev = st.st_rdev;
         Ok(DeviceNode {
@@ -335,9 +681,31 @@ pub async fn stat_provider_device(
 }
 
 /// Read a small regular file inside the provider's root, at most `max_len`
-/// bytes; larger files are refused rather than truncated.
+/// bytes; larger files are refused rather than truncated. `provider` is
+/// pinned first (a provider link reads through its own pin, see
+/// [`read_file_in`]).
 pub async fn read_provider_file(
     provider: ProviderPid,
+    path: &Path,
+    max_len: usize,
+) -> Result<Vec<u8>, NsError> {
+    let process = match provider {
+        ProviderPid::Host => None,
+        ProviderPid::Container(pid) => {
+            let raw = pid.get();
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || Process::open(raw, "provider"))
+                    .await
+                    .map_err(|_| NsError::Panicked("open task"))??,
+            ))
+        }
+    };
+    read_file_in(process, path, max_len).await
+}
+
+/// [`read_provider_file`] through an already pinned provider.
+pub async fn read_file_in(
+    provider: Option<Arc<Process>>,
     path: &Path,
     max_len: usize,
 ) -> Result<Vec<u8>, NsError> {
@@ -345,7 +713,7 @@ pub async fn read_provider_file(
     tokio::task::spawn_blocking(move || {
         // O_NONBLOCK: a FIFO planted at the path must not hang us.
         let fd = open_in_root(
-            provider,
+            provider.as_deref(),
             &path,
             OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
         )?;
@@ -373,15 +741,16 @@ pub async fn read_provider_file(
     .map_err(|_| NsError::Panicked("read task"))?
 }
 
-/// Open `path` relative to the provider's root (the host's `/`, or
-/// `/proc/<pid>/root`) with every symlink scoped to that root and magic
+/// Open `path` relative to the provider's root (the host's `/`, or the
+/// pinned process's root) with every symlink scoped to that root and magic
 /// links refused.
-fn open_in_root(provider: ProviderPid, path: &Path, flags: OFlag) -> Result<OwnedFd, NsError> {
-    let root_path = match provider {
-        ProviderPid::Host => PathBuf::from("/"),
-        ProviderPid::Container(pid) => PathBuf::from(format!("/proc/{pid}/root")),
+fn open_in_root(provider: Option<&Process>, path: &Path, flags: OFlag) -> Result<OwnedFd, NsError> {
+    let root: OwnedFd = match provider {
+        None => File::open("/")
+            .map_err(PathError::at("open root", Path::new("/")))?
+            .into(),
+        Some(p) => p.root()?,
     };
-    let root = File::open(&root_path).map_err(NsError::proc_path("open root", &root_path))?;
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -391,14 +760,12 @@ fn open_in_root(provider: ProviderPid, path: &Path, flags: OFlag) -> Result<Owne
     let mut tries = 0;
     loop {
         match openat2(root.as_fd(), path, how) {
-            Err(nix::errno::Errno::EAGAIN) if tries < 16 => tries += 1,
-            Err(nix::errno::Errno::ENOENT) => {
+            Err(Errno::EAGAIN) if tries < 16 => tries += 1,
+            Err(Errno::ENOENT) => {
                 return Err(NsError::AbsentInRoot(PathError::at(
                     "resolve in provider root",
                     path,
-                )(
-                    nix::errno::Errno::ENOENT
-                )))
+                )(Errno::ENOENT)))
             }
             r => return Ok(r.map_err(PathError::at("resolve in provider root", path))?),
         }
@@ -410,7 +777,8 @@ fn open_in_root(provider: ProviderPid, path: &Path, flags: OFlag) -> Result<Owne
 fn absolute_target(target: &Path) -> Result<PathBuf, NsError> {
     let ok = target.is_absolute()
         && target.file_name().is_some()
-        && !target.components().any(|c| c == Component::ParentDir);
+        && !target.components().any(|c| c == Component::ParentDir)
+        && !target.as_os_str().as_bytes().contains(&0);
     if ok {
         Ok(target.to_path_buf())
     } else {
@@ -421,80 +789,22 @@ fn absolute_target(target: &Path) -> Result<PathBuf, NsError> {
     }
 }
 
-/// On the current (dedicated) thread: leave the shared fs_struct, enter the
-/// consumer's mount namespace and chroot to its process root (which is what
-/// the consumer sees as `/`, even if it chrooted itself). Returns the mount
-/// namespace's identity.
-fn enter_consumer(pid: Pid) -> Result<(u64, u64), NsError> {
-    let ns_path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
-    let root_path = PathBuf::from(format!("/proc/{pid}/root"));
-    let ns = File::open(&ns_path).map_err(NsError::proc_path("open", &ns_path))?;
-    let root = File::open(&root_path).map_err(NsError::proc_path("open", &root_path))?;
-    let md = ns.metadata().map_err(PathError::at("stat", &ns_path))?;
-    unshare(CloneFlags::CLONE_FS).map_err(PathError::at("unshare(CLONE_FS) for", &ns_path))?;
-    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(PathError::at("setns", &ns_path))?;
-    nix::unistd::fchdir(root.as_fd()).map_err(PathError::at("fchdir", &root_path))?;
-    nix::unistd::chroot(".").map_err(PathError::at("chroot", &root_path))?;
-    std::env::set_current_dir("/").map_err(PathError::at("chdir", Path::new("/")))?;
-    // umask lives in the fs_struct we just unshared: modes are exact.
-    umask(Mode::empty());
-    Ok((md.dev(), md.ino()))
-}
-
-/// Create the parents of `target` and clear the way for a new node: an
-/// existing node accepted by `replaceable` is removed, anything else
-/// refused. Returns (parent, file name).
-fn prepare_target(
-    target: &Path,
-    replaceable: impl Fn(&std::fs::FileType) -> bool,
-    what: &str,
-) -> Result<(PathBuf, PathBuf), NsError> {
-    let parent = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let base = PathBuf::from(target.file_name().unwrap_or(OsStr::new(".")));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&parent)
-        .map_err(PathError::at("mkdir -p", &parent))?;
-    match std::fs::symlink_metadata(target) {
-        Ok(md) if replaceable(&md.file_type()) => {
-            std::fs::remove_file(target).map_err(PathError::at("unlink stale", target))?;
-        }
-        Ok(md) => {
-            return Err(NsError::Refused(format!(
-                "{} exists in the consumer and is a {}, not a {what}: refusing to replace it",
-                target.display(),
-                describe(&md.file_type())
-            )))
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(PathError::at("stat", target)(e).into()),
-    }
-    Ok((parent, base))
-}
-
-fn describe(ft: &std::fs::FileType) -> &'static str {
-    if ft.is_dir() {
-        "directory"
-    } else if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_file() {
-        "regular file"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_char_device() {
-        "character device"
-    } else if ft.is_block_device() {
-        "block device"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else {
-        "special file"
+fn describe(kind: libc::mode_t) -> &'static str {
+    match kind {
+        libc::S_IFDIR => "directory",
+        libc::S_IFLNK => "symlink",
+        libc::S_IFREG => "regular file",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        libc::S_IFIFO => "fifo",
+        _ => "special file",
     }
 }
 
 /// Run `f` on a fresh OS thread (never a tokio worker: it may change
-/// per-thread state such as credentials or namespaces) and await its result.
+/// per-thread state such as credentials, cwd or umask) and await its
+/// result.
 async fn on_thread<T, F>(f: F) -> Result<T, NsError>
 where
     T: Send + 'static,
@@ -521,5 +831,21 @@ mod tests {
         assert!(absolute_target(Path::new("run/x.sock")).is_err());
         assert!(absolute_target(Path::new("/run/../etc/passwd")).is_err());
         assert!(absolute_target(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn parents_are_created_and_symlinks_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root: OwnedFd = File::open(dir.path()).unwrap().into();
+        let target = Path::new("/a/b/c.sock");
+        open_dirs(&root, Path::new("/a/b"), target).expect("created");
+        assert!(dir.path().join("a/b").is_dir());
+        std::os::unix::fs::symlink("/etc", dir.path().join("a/link")).unwrap();
+        let err = open_dirs(&root, Path::new("/a/link/x"), target).unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        assert!(!Path::new("/etc/x").exists());
+        std::fs::write(dir.path().join("a/file"), b"").unwrap();
+        let err = open_dirs(&root, Path::new("/a/file/x"), target).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
     }
 }

@@ -21,8 +21,10 @@ use crate::error::PathError;
 use crate::reconcile::StatusEntry;
 use crate::shutdown::Shutdown;
 
-/// Default path of the status socket (next to pv-ctrl).
-pub const DEFAULT_SOCKET: &str = "/run/pantavisor/pv/xconnect.sock";
+/// Default path of the status socket. Not next to pv-ctrl: Pantavisor
+/// bind-mounts `/run/pantavisor/pv` into containers, and the status shows
+/// every link's host pids.
+pub const DEFAULT_SOCKET: &str = "/run/pv-xconnect/status.sock";
 /// The only request.
 pub const REQUEST: &str = "status";
 /// How long a client may take to send its request line.
@@ -73,19 +75,22 @@ impl LinkStatus {
     }
 
     /// The line `pv-xconnect status` prints: `key=value` pairs, state last
-    /// but the counters, so it is both readable and easy to grep.
+    /// but the counters, so it is both readable and easy to grep. Names and
+    /// paths come from containers: quoted and escaped unless plain words,
+    /// so none can forge a field or reach the terminal raw.
     pub fn line(&self) -> String {
         let state = match &self.reason {
             Some(r) if self.state != "unsupported" => format!("{}: {r}", self.state),
             _ => self.state.clone(),
         };
+        use crate::logging::Escaped;
         format!(
             "consumer={} name={} type={} target={} provider={} pids={}/{} state={:?} sessions={}/{} bytes={}",
-            self.consumer,
-            self.name,
-            self.kind,
-            self.target,
-            self.provider,
+            Escaped(&self.consumer),
+            Escaped(&self.name),
+            Escaped(&self.kind),
+            Escaped(&self.target),
+            Escaped(&self.provider),
             self.consumer_pid,
             self.provider_pid,
             state,

@@ -27,15 +27,23 @@ fn graph(n: usize, consumer_pid: i32) -> String {
 type Rx = watch::Receiver<Option<Arc<Vec<LinkSpec>>>>;
 
 fn start_source(source: Source, interval_ms: u64) -> (Rx, Shutdown) {
+    let (rx, _reload, shutdown) = start_reloadable(source, interval_ms);
+    (rx, shutdown)
+}
+
+/// A source and the sender of its reloads (SIGHUP).
+fn start_reloadable(source: Source, interval_ms: u64) -> (Rx, watch::Sender<u64>, Shutdown) {
     let (tx, rx) = watch::channel(None);
+    let (reload, reload_rx) = watch::channel(0u64);
     let shutdown = Shutdown::new();
     tokio::spawn(ctrl::run(
         source,
         Duration::from_millis(interval_ms),
         tx,
+        reload_rx,
         shutdown.clone(),
     ));
-    (rx, shutdown)
+    (rx, reload, shutdown)
 }
 
 /// Wait until the published graph satisfies `pred`.
@@ -288,4 +296,20 @@ async fn hung_pv_ctrl_times_out_without_blocking_forever() {
     let r = CtrlClient::new(&sock).graph().await;
     assert!(matches!(r, Err(FetchError::Timeout)), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[tokio::test]
+async fn a_reload_fetches_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pv-ctrl");
+    let fake = FakePvCtrl::with_graph(&sock, &graph(1, 1234));
+    // An interval far longer than the test.
+    let (mut rx, reload, shutdown) = start_reloadable(Source::Ctrl(sock.clone()), 600_000);
+    wait_graph(&mut rx, Duration::from_secs(5), |g| g.len() == 1).await;
+    let before = fake.request_count();
+    fake.set_graph(&graph(2, 1234));
+    reload.send_modify(|n| *n += 1);
+    wait_graph(&mut rx, Duration::from_secs(5), |g| g.len() == 2).await;
+    assert_eq!(fake.request_count(), before + 1);
+    shutdown.cancel();
 }

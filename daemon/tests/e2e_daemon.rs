@@ -1,13 +1,11 @@
 //! End-to-end: the real `pv-xconnect` binary, real containers (run as
 //! root) and the graph from a fake pv-ctrl over a Unix socket (or from a
-//! graph file). The test process plays the provider's server (bound
-//! through `/proc/<pid>/root`) and the consumer's client, or runs curl
-//! inside the consumer.
+//! graph file). The test process plays the provider's server (on a
+//! listener created inside the provider container, [`Container::listen`])
+//! and the consumer's client, or runs curl inside the consumer.
 
 use std::convert::Infallible;
-use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -16,110 +14,13 @@ use pv_testkit::pvctrl::{FakePvCtrl, Reply};
 use pv_testkit::Container;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 
-const PROVIDER_SOCK: &str = "/run/example/raw.sock";
+mod common;
+
+use common::{echo_ok, echo_provider, is_socket, wait_until, Daemon, GraphFrom, PROVIDER_SOCK};
+
 const TARGET: &str = "/run/pv/services/raw-unix.sock";
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    status: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// Where the daemon under test reads its graph.
-enum GraphFrom<'a> {
-    Ctrl(&'a Path),
-    File(&'a Path),
-}
-
-impl Daemon {
-    fn start(ctrl: &Path) -> Daemon {
-        Self::spawn(GraphFrom::Ctrl(ctrl), None)
-    }
-
-    /// With `nofile`, the daemon runs under that RLIMIT_NOFILE (prlimit).
-    fn start_limited(ctrl: &Path, nofile: Option<u32>) -> Daemon {
-        Self::spawn(GraphFrom::Ctrl(ctrl), nofile)
-    }
-
-    fn spawn(source: GraphFrom<'_>, nofile: Option<u32>) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("daemon.log");
-        let status = dir.path().join("xconnect.sock");
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = Command::new(pv_testkit::require_tool("prlimit"));
-                c.arg(format!("--nofile={n}:{n}"))
-                    .arg("--")
-                    .arg(env!("CARGO_BIN_EXE_pv-xconnect"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_pv-xconnect")),
-        };
-        match source {
-            GraphFrom::Ctrl(path) => cmd.arg("--ctrl-socket").arg(path),
-            GraphFrom::File(path) => cmd.arg("--graph-file").arg(path),
-        };
-        let child = cmd
-            .args(["--interval-ms", "200"])
-            .arg("--status-socket")
-            .arg(&status)
-            .env("RUST_LOG", "info")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start pv-xconnect");
-        Daemon {
-            child,
-            log,
-            status,
-            _dir: dir,
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn status(&self) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_pv-xconnect"))
-            .arg("--status-socket")
-            .arg(&self.status)
-            .arg("status")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    /// SIGTERM and wait; returns whether it exited successfully.
-    fn terminate(mut self) -> bool {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn graph(links: &[(&Container, i32, &Container, &str)]) -> String {
     let items: Vec<String> = links
@@ -132,51 +33,6 @@ fn graph(links: &[(&Container, i32, &Container, &str)]) -> String {
         })
         .collect();
     format!("[{}]", items.join(","))
-}
-
-fn echo_provider(p: &Container) {
-    let path = p.path(PROVIDER_SOCK);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let l = UnixListener::bind(&path).unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-}
-
-async fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
-}
-
-fn is_socket(p: &Path) -> bool {
-    std::fs::symlink_metadata(p)
-        .map(|m| m.file_type().is_socket())
-        .unwrap_or(false)
-}
-
-async fn echo_ok(path: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(path).await else {
-        return false;
-    };
-    if s.write_all(b"ping\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 5];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut buf)).await,
-        Ok(Ok(_))
-    ) && &buf == b"ping\n"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,10 +165,9 @@ async fn bad_answers_and_missing_pvctrl_keep_the_last_good_links() {
 }
 
 fn greeting_provider(p: &Container, hello: &'static [u8]) {
-    let path = p.path(PROVIDER_SOCK);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let l = UnixListener::bind(&path).unwrap();
+    let (l, holder) = p.listen(PROVIDER_SOCK);
     tokio::spawn(async move {
+        let _holder = holder;
         while let Ok((mut s, _)) = l.accept().await {
             let _ = s.write_all(hello).await;
         }
@@ -417,10 +272,9 @@ async fn fd_exhaustion_backs_off_and_recovers() {
 /// A REST provider answering every request with the identity headers it
 /// received, as JSON lists (so a duplicate would show).
 fn identity_provider(p: &Container, inside: &str) {
-    let path = p.path(inside);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let l = UnixListener::bind(&path).unwrap();
+    let (l, holder) = p.listen(inside);
     tokio::spawn(async move {
+        let _holder = holder;
         while let Ok((s, _)) = l.accept().await {
             let service =
                 hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {

@@ -1,8 +1,10 @@
 //! Library-level tests of socket links on the real kernel (run as root):
 //! real containers (mount + pid + uts namespaces, own root), `link::start`
-//! called directly. The test process plays the provider by binding its
-//! listener through `/proc/<pid>/root`, and the consumer by connecting the
-//! same way, so both ends are checked from outside the code under test.
+//! called directly. The test process plays the provider by serving a
+//! listener created inside the provider container ([`Container::listen`]:
+//! pv-xconnect checks who listens), and the consumer by connecting through
+//! `/proc/<pid>/root`, so both ends are checked from outside the code under
+//! test.
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
@@ -10,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pv_testkit::listen::Holder;
 use pv_testkit::Container;
 use pv_xconnect::fdpass;
 use pv_xconnect::graph::{LinkSpec, ServiceType};
@@ -43,17 +46,18 @@ fn pair(tag: &str) -> (Container, Container) {
     (c, p)
 }
 
-/// Bind a listener at `inside` in the container, from the host.
-fn bind_in(ct: &Container, inside: &str) -> UnixListener {
-    let path = ct.path(inside);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let _ = std::fs::remove_file(&path);
-    UnixListener::bind(&path).unwrap()
+/// A listener at `inside`, created inside the container.
+fn bind_in(ct: &Container, inside: &str) -> (UnixListener, Holder) {
+    ct.listen(inside)
 }
 
 /// An echo server; replies `prefix` first on each connection if non-empty.
-fn spawn_echo(l: UnixListener, prefix: &'static [u8]) -> tokio::task::JoinHandle<()> {
+fn spawn_echo(
+    (l, holder): (UnixListener, Holder),
+    prefix: &'static [u8],
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let _holder = holder;
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
                 if !prefix.is_empty() && s.write_all(prefix).await.is_err() {
@@ -123,7 +127,7 @@ async fn socket_only_in_consumer_echo_and_stop_removes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_mib_arrive_with_equal_checksum_and_half_close() {
     let (c, p) = pair("bulk");
-    let l = bind_in(&p, PROVIDER_SOCK);
+    let (l, _h) = bind_in(&p, PROVIDER_SOCK);
     // The provider hashes everything until end of stream (which only the
     // propagated half-close delivers), then answers with the digest.
     tokio::spawn(async move {
@@ -173,7 +177,7 @@ async fn hundred_mib_arrive_with_equal_checksum_and_half_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memfd_passes_both_ways_with_content() {
     let (c, p) = pair("memfd");
-    let l = bind_in(&p, PROVIDER_SOCK);
+    let (l, _h) = bind_in(&p, PROVIDER_SOCK);
     // Provider: "FD\n" -> answers "HERE\n" with a memfd holding a payload;
     // a message carrying an fd -> answers "GOT <content>\n".
     tokio::spawn(async move {
@@ -337,7 +341,7 @@ async fn long_provider_paths_work() {
     let (c, p) = pair("long");
     let long = format!("/run/{}/{}/srv.sock", "d".repeat(60), "e".repeat(60));
     assert!(long.len() > 108);
-    let _srv = spawn_echo(bind_in_long(&p, &long).await, b"long\n");
+    let _srv = spawn_echo(p.listen(&long), b"long\n");
     let target = format!("/run/{}/client.sock", "t".repeat(110));
     let root = Shutdown::new();
     let h = link::start(spec(&c, &p, &target, &long), &root)
@@ -351,24 +355,6 @@ async fn long_provider_paths_work() {
     ));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "long\n");
     h.stop().await;
-}
-
-/// Bind at a path longer than sun_path allows: from a thread whose cwd is
-/// the socket's directory (chdir is per-process, so use a child thread that
-/// unshares its fs_struct).
-async fn bind_in_long(ct: &Container, inside: &str) -> UnixListener {
-    let full = ct.path(inside);
-    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-    let dir = full.parent().unwrap().to_path_buf();
-    let std = std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
-        std::env::set_current_dir(&dir).unwrap();
-        std::os::unix::net::UnixListener::bind("srv.sock").unwrap()
-    })
-    .join()
-    .unwrap();
-    std.set_nonblocking(true).unwrap();
-    UnixListener::from_std(std).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,7 +417,7 @@ async fn stopping_the_parent_token_closes_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_sees_requested_credentials_and_files_stay_scoped() {
     let p = Container::start("creds", "sleep infinity");
-    let l = bind_in(&p, PROVIDER_SOCK);
+    let (l, _h) = bind_in(&p, PROVIDER_SOCK);
     std::fs::set_permissions(
         p.path(PROVIDER_SOCK),
         std::os::unix::fs::PermissionsExt::from_mode(0o666),

@@ -54,6 +54,28 @@ impl Container {
     /// Like [`Container::start`], with host directories bound read-only at
     /// the same path inside (e.g. cargo's target directory for binaries).
     pub fn start_with_binds(name: &str, cmd: &str, binds: &[&Path]) -> Container {
+        Self::start_opts(name, cmd, binds, None)
+    }
+
+    /// Like [`Container::start`], inside `sandbox`'s pid namespace (its
+    /// pids there: [`PidSandbox::pid_of`](crate::sandbox::PidSandbox::pid_of)).
+    /// With `pid`, the container's init asks for that sandbox pid (see
+    /// [`PidSandbox::command_forcing_pid`](crate::sandbox::PidSandbox::command_forcing_pid)).
+    pub fn start_in(
+        sandbox: &crate::sandbox::PidSandbox,
+        name: &str,
+        cmd: &str,
+        pid: Option<i32>,
+    ) -> Container {
+        Self::start_opts(name, cmd, &[], Some((sandbox, pid)))
+    }
+
+    fn start_opts(
+        name: &str,
+        cmd: &str,
+        binds: &[&Path],
+        sandbox: Option<(&crate::sandbox::PidSandbox, Option<i32>)>,
+    ) -> Container {
         crate::require_root();
         crate::require_tool("unshare");
         crate::require_tool("nsenter");
@@ -64,7 +86,15 @@ impl Container {
         let root = dir.path().join("root");
         std::fs::create_dir(&root).expect("mkdir root");
         let binds: Vec<String> = binds.iter().map(|b| b.display().to_string()).collect();
-        let mut child = Command::new("unshare")
+        // In a sandbox, nsenter runs unshare inside its pid namespace.
+        let command = match sandbox {
+            Some((s, None)) => s.command("unshare"),
+            // unshare is exec'ed; its --fork makes the init: the next pid.
+            Some((s, Some(pid))) => s.command_forcing_pid(pid, "unshare"),
+            None => Command::new("unshare"),
+        };
+        let mut command = command;
+        let mut child = command
             .args([
                 "--mount",
                 "--pid",
@@ -95,12 +125,23 @@ impl Container {
                 panic!("container {name} exited during setup: {status}");
             }
             assert!(Instant::now() < deadline, "container {name} did not start");
-            if let Some(pid) = child_of(upid) {
-                if let Ok(r) = std::fs::read_link(format!("/proc/{pid}/root")) {
-                    if r != Path::new("/") {
-                        break pid;
-                    }
+            // The first descendant (unshare's child, or nsenter's
+            // grandchild in a sandbox) that has chrooted.
+            let mut parents = vec![upid as i32];
+            let mut found = None;
+            for _ in 0..3 {
+                let kids: Vec<i32> = parents.iter().flat_map(|p| children_of(*p)).collect();
+                found = kids.iter().copied().find(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/root"))
+                        .is_ok_and(|r| r != Path::new("/"))
+                });
+                if found.is_some() {
+                    break;
                 }
+                parents = kids;
+            }
+            if let Some(pid) = found {
+                break pid;
             }
             std::thread::sleep(Duration::from_millis(5));
         };
@@ -117,6 +158,33 @@ impl Container {
         let inside = inside.as_ref();
         let rel = inside.strip_prefix("/").unwrap_or(inside);
         PathBuf::from(format!("/proc/{}/root", self.pid)).join(rel)
+    }
+
+    /// A listening socket at `inside`, created by a process in this
+    /// container's mount and pid namespaces (as a server in it would be),
+    /// to be served by the test. Parents are created; a stale file is
+    /// removed. Keep the [`Holder`](crate::listen::Holder) while the socket
+    /// is used. Needs a tokio runtime.
+    pub fn listen(&self, inside: &str) -> (tokio::net::UnixListener, crate::listen::Holder) {
+        let (l, holder) = self.listen_std(inside, 128);
+        l.set_nonblocking(true).expect("nonblocking listener");
+        let l = tokio::net::UnixListener::from_std(l).expect("register listener");
+        (l, holder)
+    }
+
+    /// [`Container::listen`] as a blocking std listener with `backlog`.
+    pub fn listen_std(
+        &self,
+        inside: &str,
+        backlog: i32,
+    ) -> (std::os::unix::net::UnixListener, crate::listen::Holder) {
+        let host = self.path(inside);
+        if let Some(dir) = host.parent() {
+            std::fs::create_dir_all(dir).expect("create the socket's directory");
+        }
+        let _ = std::fs::remove_file(&host);
+        crate::listen::listen_in(self.pid, Path::new(inside), backlog)
+            .unwrap_or_else(|e| panic!("listen in container {}: {e}", self.name))
     }
 
     /// A command that runs `sh -c script` inside the container (all of its
@@ -187,10 +255,14 @@ impl Drop for Container {
     }
 }
 
-/// The first child process of `ppid` (scanning /proc: this kernel has no
+/// The child processes of `ppid` (scanning /proc: this kernel has no
 /// `/proc/<pid>/task/<tid>/children`).
-fn child_of(ppid: u32) -> Option<i32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
@@ -202,10 +274,10 @@ fn child_of(ppid: u32) -> Option<i32> {
             continue;
         };
         if rest.split_whitespace().nth(1) == Some(&ppid.to_string()) {
-            return Some(pid);
+            out.push(pid);
         }
     }
-    None
+    out
 }
 
 /// Read everything a child printed (helper for spawned commands).

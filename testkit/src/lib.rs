@@ -5,7 +5,12 @@
 //!
 //! - [`container`]: real "containers" for namespace tests (mount, pid and
 //!   uts namespaces, an own root), from util-linux `unshare`/`nsenter`.
+//! - [`listen`]: listening sockets created inside a container (the
+//!   process that calls `listen()` lives there, as pv-xconnect checks),
+//!   served by the test; [`Container::listen`] is the usual way in.
 //! - [`pvctrl`]: a fake pv-ctrl serving `GET /xconnect-graph`.
+//! - [`sandbox`]: a fresh pid namespace to run a daemon and containers
+//!   in, where the next pid can be chosen (`ns_last_pid`).
 //! - [`logs`]: capture this thread's tracing output to assert on log lines.
 //! - [`require`]: [`require_root`] and [`require_tool`], which fail a test
 //!   with a clear message when the machine lacks what it needs (CI
@@ -19,12 +24,18 @@
 //! `pv-xconnect`, the examples' tests the example binaries; the `e2e`
 //! crate, which tests examples through the daemon, owns thin copies of
 //! the example programs it needs.
+//!
+//! Unsafe code is denied workspace-wide; [`listen`] allows it: its helper
+//! forks and, in the child, may only make async-signal-safe calls (raw
+//! libc: setns, chroot, bind, sendmsg of the listener fd, _exit).
 
 pub mod container;
 pub mod eventually;
+pub mod listen;
 pub mod logs;
 pub mod pvctrl;
 pub mod require;
+pub mod sandbox;
 
 pub use container::Container;
 pub use logs::Logs;

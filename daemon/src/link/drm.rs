@@ -7,10 +7,12 @@
 //! any), never the host's; whatever it resolves to must then be a character
 //! device with the DRM major, or the link is refused.
 
+use std::sync::Arc;
+
 use super::LinkError;
 use crate::graph::LinkSpec;
 use crate::ns::{self, DeviceNode, Injected};
-use crate::process::LinkPids;
+use crate::process::{LinkPids, Process};
 
 /// The DRM subsystem's character-device major number.
 pub const DRM_MAJOR: u64 = 226;
@@ -39,13 +41,20 @@ pub fn validate(node: &DeviceNode) -> Result<(), String> {
 }
 
 /// Validate the provider's node and create it at the link's target in the
-/// consumer with the provider node's mode, uid and gid.
-pub async fn install(spec: &LinkSpec, pids: LinkPids) -> Result<Injected, LinkError> {
+/// consumer with the provider node's mode, uid and gid. `provider` is the
+/// pinned provider (`None`: the host).
+pub async fn install(
+    spec: &LinkSpec,
+    pids: LinkPids,
+    consumer: &Arc<Process>,
+    provider: Option<Arc<Process>>,
+) -> Result<Injected, LinkError> {
     let refuse = |why: String| {
         LinkError::Refused(format!("provider device {} {why}", spec.socket.display()))
     };
-    let node = match ns::stat_provider_device(pids.provider, &spec.socket).await {
+    let node = match ns::stat_provider_device(provider, &spec.socket).await {
         Ok(node) => node,
+        Err(e) if e.is_gone() => return Err(e.into()),
         Err(e) => {
             return Err(refuse(format!(
                 "cannot be resolved inside the provider's root: {e}"
@@ -53,7 +62,7 @@ pub async fn install(spec: &LinkSpec, pids: LinkPids) -> Result<Injected, LinkEr
         }
     };
     validate(&node).map_err(refuse)?;
-    Ok(ns::mknod_in_consumer(pids.consumer, &spec.target, node).await?)
+    Ok(ns::mknod_in_consumer(consumer, pids.consumer, &spec.target, node).await?)
 }
 
 #[cfg(test)]

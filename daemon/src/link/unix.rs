@@ -9,9 +9,13 @@
 //! End of stream in one direction becomes `shutdown(SHUT_WR)` on the other
 //! socket; the remaining direction then lives only while it carries traffic
 //! at least once per [`HALF_OPEN_LINGER`].
+//!
+//! Fds in transit count against the link's [`FdBudget`]: a direction holds
+//! at most one read's worth while its write is pending, and never more
+//! than the budget leaves room for (see [`crate::fdpass`]).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::{LinkStats, Session, SessionError};
-use crate::fdpass;
+use crate::fdpass::{self, FdBudget, HeldFd};
 use crate::shutdown::Shutdown;
 
 /// Bytes read per `recvmsg`, per direction, once a session carries bulk
@@ -50,6 +54,7 @@ pub async fn serve(consumer: UnixStream, session: &Session) -> Result<(), Sessio
         &consumer,
         &provider,
         &session.stats,
+        &session.fds,
         &session.shutdown,
         HALF_OPEN_LINGER,
     )
@@ -63,12 +68,13 @@ pub async fn relay(
     consumer: &UnixStream,
     provider: &UnixStream,
     stats: &LinkStats,
+    fds: &FdBudget,
     shutdown: &Shutdown,
     linger: Duration,
 ) -> anyhow::Result<()> {
     let activity = AtomicU64::new(0);
-    let up = pump(consumer, provider, stats, &activity);
-    let down = pump(provider, consumer, stats, &activity);
+    let up = pump(consumer, provider, stats, fds, &activity);
+    let down = pump(provider, consumer, stats, fds, &activity);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let mut seen = 0;
@@ -112,16 +118,17 @@ async fn pump(
     from: &UnixStream,
     to: &UnixStream,
     stats: &LinkStats,
+    budget: &FdBudget,
     activity: &AtomicU64,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; INITIAL_BUF];
     let mut cmsg = fdpass::cmsg_buffer();
-    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut fds: Vec<HeldFd> = Vec::new();
     let raw = from.as_raw_fd();
     loop {
         let n = from
             .async_io(Interest::READABLE, || {
-                fdpass::recv_now_with(raw, &mut buf, &mut cmsg, &mut fds)
+                fdpass::recv_now_budget(raw, &mut buf, &mut cmsg, &mut fds, budget)
             })
             .await?;
         if n == 0 {
@@ -154,7 +161,8 @@ mod tests {
         let stats = LinkStats::default();
         let shutdown = Shutdown::new();
         let linger = Duration::from_millis(200);
-        let relay = relay(&consumer, &provider, &stats, &shutdown, linger);
+        let budget = FdBudget::new(16);
+        let relay = relay(&consumer, &provider, &stats, &budget, &shutdown, linger);
         let peers = async {
             let mut consumer_app = consumer_app;
             // Consumer half-closes: provider sees EOF ...

@@ -1,8 +1,10 @@
 //! The few raw syscalls the daemon needs that nix does not wrap the way we
-//! need them (per-thread credentials). All of the crate's FFI lives here and
-//! in [`crate::fdpass`].
+//! need them: per-thread credentials, pidfds, the listener's pidfd of a
+//! connected socket, and the file-descriptor limit. All of the crate's FFI
+//! lives here and in [`crate::fdpass`].
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Change the calling thread's real/effective/saved gid and uid, and only
 /// that thread's: glibc's `setresuid` broadcasts to every thread of the
@@ -26,4 +28,67 @@ pub fn set_thread_creds(uid: u32, gid: u32) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor of the process itself, not of its
+/// number. `ENOSYS` on kernels before 5.3.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integer arguments; on success the kernel returns a new
+    // descriptor that nothing else owns.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above; fd is a fresh, valid descriptor (O_CLOEXEC is
+    // implied for pidfds).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `SO_PEERPIDFD` of a connected Unix socket: a pidfd of the process that
+/// called `listen()` (or `connect()`) on the peer, whatever its pid number
+/// has become since. `ENOPROTOOPT` before Linux 6.5; `ESRCH` when that
+/// process has exited.
+pub fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `fd`, an int.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: the kernel installed a new pidfd for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit. Returns (old soft,
+/// new soft).
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    }
+    Ok((soft, hard))
+}
+
+/// Register `fd` with tokio's reactor for readability (e.g. a pidfd, which
+/// turns readable when its process exits).
+pub fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd keeps its descriptor open, and its as_raw_fd
+    // returns that same descriptor, for as long as the AsyncFd owns it.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            .map_err(io::Error::from)
+    }
 }

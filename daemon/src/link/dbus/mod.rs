@@ -778,11 +778,11 @@ mod tests {
             .socket("/run/dbus/system_bus_socket")
             .role(role)
             .build();
-        let provider = Provider {
-            name: spec.provider.clone(),
-            pid: crate::process::ProviderPid::new(pid).expect("provider pid"),
-            socket: spec.socket.clone(),
-        };
+        let provider = Provider::new(
+            spec.provider.clone(),
+            crate::process::ProviderPid::new(pid).expect("provider pid"),
+            spec.socket.clone(),
+        );
         (spec, provider)
     }
 

@@ -36,7 +36,7 @@ pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -46,7 +46,7 @@ use wayland_backend::protocol::Interface;
 use self::protocol::{Objects, WL_DISPLAY_INTERFACE, WL_REGISTRY_INTERFACE};
 use self::wire::{WireError, HEADER_LEN};
 use super::{Session, SessionError};
-use crate::fdpass;
+use crate::fdpass::{self, FdBudget, HeldFd};
 use crate::graph::LinkSpec;
 use crate::logging::link_event;
 
@@ -178,15 +178,17 @@ struct Pipe {
     buf: Box<[u8]>,
     head: usize,
     tail: usize,
-    fds: VecDeque<OwnedFd>,
+    fds: VecDeque<HeldFd>,
     /// Reused landing place for fds of one recvmsg.
-    scratch: Vec<OwnedFd>,
+    scratch: Vec<HeldFd>,
+    /// Reused control buffer.
+    cmsg: Vec<u8>,
     /// Fds already forwarded ahead of the message that will consume them.
     credit: usize,
     out: Vec<u8>,
     sent: usize,
     /// Fds to send with the byte at this offset of `out`.
-    out_fds: VecDeque<(usize, OwnedFd)>,
+    out_fds: VecDeque<(usize, HeldFd)>,
     eof: bool,
 }
 
@@ -198,6 +200,7 @@ impl Pipe {
             tail: 0,
             fds: VecDeque::new(),
             scratch: Vec::new(),
+            cmsg: fdpass::cmsg_buffer(),
             credit: 0,
             out: Vec::with_capacity(16 * 1024),
             sent: 0,
@@ -215,7 +218,7 @@ impl Pipe {
     }
 
     /// Read what `src` has queued (non-blocking). Returns false at EOF.
-    fn read(&mut self, src: &UnixStream) -> io::Result<bool> {
+    fn read(&mut self, src: &UnixStream, budget: &FdBudget) -> io::Result<bool> {
         if self.head > 0 && (self.head == self.tail || IN_CAP - self.tail < 64 * 1024) {
             self.buf.copy_within(self.head..self.tail, 0);
             self.tail -= self.head;
@@ -224,7 +227,10 @@ impl Pipe {
         let fd = src.as_raw_fd();
         let buf = &mut self.buf[self.tail..];
         let scratch = &mut self.scratch;
-        let got = src.try_io(Interest::READABLE, || fdpass::recv_now(fd, buf, scratch));
+        let cmsg = &mut self.cmsg;
+        let got = src.try_io(Interest::READABLE, || {
+            fdpass::recv_now_budget(fd, buf, cmsg, scratch, budget)
+        });
         self.fds.extend(self.scratch.drain(..));
         match got {
             Ok(0) => {
@@ -373,7 +379,7 @@ impl<'c> Relay<'c> {
             }?;
             match ready {
                 Ready::ClientIn => {
-                    if self.up.read(&self.client)? {
+                    if self.up.read(&self.client, &session.fds)? {
                         if let Some(why) = self.process_requests().map_err(Fault::Client)? {
                             return Ok(End::Refused(why));
                         }
@@ -381,7 +387,7 @@ impl<'c> Relay<'c> {
                     }
                 }
                 Ready::ServerIn => {
-                    if self.down.read(&self.server)? {
+                    if self.down.read(&self.server, &session.fds)? {
                         self.process_events().map_err(Fault::Compositor)?;
                         self.flush_down(session)?;
                     }

@@ -1,0 +1,251 @@
+//! What the whole-daemon tests share: the real `pv-xconnect` binary under
+//! test ([`Daemon`]), and the small client/server helpers they all use.
+//! Each test file includes it with `mod common;` and uses what it needs.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pv_testkit::sandbox::PidSandbox;
+use pv_testkit::Container;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+pub const PROVIDER_SOCK: &str = "/run/example/raw.sock";
+
+/// The daemon binary, running; killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    log: PathBuf,
+    status: PathBuf,
+    /// Started inside a sandbox: `child` is nsenter, the daemon its child.
+    sandboxed: bool,
+    _dir: tempfile::TempDir,
+}
+
+/// Where the daemon under test reads its graph.
+pub enum GraphFrom<'a> {
+    Ctrl(&'a Path),
+    File(&'a Path),
+}
+
+/// How to run it.
+#[derive(Default)]
+pub struct Opts<'a> {
+    /// Run under this RLIMIT_NOFILE (soft and hard, prlimit).
+    pub nofile: Option<u32>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+    /// Run inside this pid namespace.
+    pub sandbox: Option<&'a PidSandbox>,
+    /// `--interval-ms` (default 200).
+    pub interval_ms: Option<u64>,
+}
+
+impl Daemon {
+    pub fn start(ctrl: &Path) -> Daemon {
+        Self::spawn(GraphFrom::Ctrl(ctrl), None)
+    }
+
+    /// With `nofile`, the daemon runs under that RLIMIT_NOFILE (prlimit).
+    pub fn start_limited(ctrl: &Path, nofile: Option<u32>) -> Daemon {
+        Self::spawn(GraphFrom::Ctrl(ctrl), nofile)
+    }
+
+    pub fn spawn(source: GraphFrom<'_>, nofile: Option<u32>) -> Daemon {
+        Self::spawn_with(
+            source,
+            Opts {
+                nofile,
+                ..Opts::default()
+            },
+        )
+    }
+
+    pub fn spawn_with(source: GraphFrom<'_>, opts: Opts<'_>) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("daemon.log");
+        let status = dir.path().join("status.sock");
+        let bin = env!("CARGO_BIN_EXE_pv-xconnect");
+        let mut cmd = match (opts.nofile, opts.sandbox) {
+            (Some(n), None) => {
+                let mut c = Command::new(pv_testkit::require_tool("prlimit"));
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+                c
+            }
+            (None, Some(s)) => s.command(bin),
+            (None, None) => Command::new(bin),
+            (Some(_), Some(_)) => panic!("nofile and sandbox together are not supported"),
+        };
+        match source {
+            GraphFrom::Ctrl(path) => cmd.arg("--ctrl-socket").arg(path),
+            GraphFrom::File(path) => cmd.arg("--graph-file").arg(path),
+        };
+        let child = cmd
+            .arg("--interval-ms")
+            .arg(opts.interval_ms.unwrap_or(200).to_string())
+            .arg("--status-socket")
+            .arg(&status)
+            .args(&opts.args)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pv-xconnect");
+        Daemon {
+            child,
+            log,
+            status,
+            sandboxed: opts.sandbox.is_some(),
+            _dir: dir,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The daemon's own (host) pid.
+    pub fn pid(&self) -> i32 {
+        if !self.sandboxed {
+            return self.child.id() as i32;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(p) = pv_testkit::container::children_of(self.child.id() as i32).first() {
+                return *p;
+            }
+            assert!(Instant::now() < deadline, "daemon not found in the sandbox");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Descriptors the daemon has open.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal");
+    }
+
+    pub fn status(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_pv-xconnect"))
+            .arg("--status-socket")
+            .arg(&self.status)
+            .arg("status")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The status line of link `name`.
+    pub fn status_of(&self, name: &str) -> String {
+        self.status()
+            .lines()
+            .find(|l| l.contains(&format!(" name={name} ")))
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// SIGTERM and wait; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.sandboxed {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One unix link from `c` to `p`'s [`PROVIDER_SOCK`] (or `socket`) at
+/// `target`, as a graph entry; pids as given (the graph's view).
+pub fn entry(
+    name: &str,
+    (c, cpid): (&str, i32),
+    (p, ppid): (&str, i32),
+    target: &str,
+    socket: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "consumer": c, "consumer_pid": cpid, "provider": p, "provider_pid": ppid,
+        "name": name, "type": "unix", "role": "any", "interface": "unix",
+        "target": target, "socket": socket,
+    })
+}
+
+/// An echo server on a listener created inside `p` at `inside`.
+pub fn echo_provider_at(p: &Container, inside: &str) {
+    let (l, holder) = p.listen(inside);
+    tokio::spawn(async move {
+        let _holder = holder;
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+}
+
+pub fn echo_provider(p: &Container) {
+    echo_provider_at(p, PROVIDER_SOCK)
+}
+
+pub async fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+pub fn is_socket(p: &Path) -> bool {
+    std::fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
+}
+
+/// A round trip through an echo link.
+pub async fn echo_ok(path: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(path).await else {
+        return false;
+    };
+    if s.write_all(b"ping\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 5];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut buf)).await,
+        Ok(Ok(_))
+    ) && &buf == b"ping\n"
+}
