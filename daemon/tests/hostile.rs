@@ -87,15 +87,6 @@ impl Graph {
     }
 }
 
-fn sh(ct: &Container, script: &str) {
-    let out = ct.exec(script);
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Wait for link `name`'s status line to contain `needle`.
 async fn wait_status(d: &Daemon, name: &str, needle: &str) {
     assert_eventually!(
@@ -128,13 +119,10 @@ async fn a_host_socket_bind_mounted_into_a_provider_never_serves_a_consumer() {
     // The provider "exports" it: a bind mount of the host socket at its
     // socket path (what every mgmt container has for pv-ctrl).
     let p = Container::start_with_binds("thief-p", "sleep infinity", &[host_dir.path()]);
-    sh(
-        &p,
-        &format!(
-            "mkdir -p /run/example && touch {PROVIDER_SOCK} && mount --bind {} {PROVIDER_SOCK}",
-            host_sock.display()
-        ),
-    );
+    p.sh(&format!(
+        "mkdir -p /run/example && touch {PROVIDER_SOCK} && mount --bind {} {PROVIDER_SOCK}",
+        host_sock.display()
+    ));
     let c = Container::start("thief-c", "sleep infinity");
     let ok = Healthy::start("thief");
     let stolen = "/run/pv/services/stolen.sock";
@@ -548,8 +536,7 @@ async fn a_symlink_racer_never_redirects_what_the_daemon_creates() {
     use pv_xconnect::ns::{self, DeviceNode};
     use pv_xconnect::process::{Pid, Process};
     let c = Container::start("racer", "sleep infinity");
-    sh(
-        &c,
+    c.sh(
         "mkdir -p /victim /run/race/d && echo secret > /victim/secret && chmod 0600 /victim/secret \
          && ln -s /victim /run/race/alt",
     );

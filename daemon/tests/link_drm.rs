@@ -22,21 +22,11 @@ fn spec(c: &Container, p: &Container, target: &str, device: &str) -> Arc<LinkSpe
         .arc()
 }
 
-fn sh(ct: &Container, script: &str) {
-    let out = ct.exec(script);
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_gets_the_providers_drm_node_and_loses_it_on_stop() {
     let p = Container::start("drm-provider", "sleep infinity");
     let c = Container::start("drm-master", "sleep infinity");
-    sh(
-        &p,
+    p.sh(
         "mkdir -p /dev/dri && mknod -m 0620 /dev/dri/card0 c 226 0 && chown 0:44 /dev/dri/card0 \
          && mknod -m 0666 /dev/dri/renderD128 c 226 128",
     );
@@ -86,8 +76,7 @@ async fn hostile_drm_sources_are_refused() {
         std::path::Path::new("/dev/loop0").exists(),
         "host block device /dev/loop0 exists for this test"
     );
-    sh(
-        &p,
+    p.sh(
         "mkdir -p /dev/dri && ln -s /dev/loop0 /dev/dri/card0 && ln -s /dev/null /dev/dri/card1 \
          && mknod /dev/dri/card2 b 7 0 && ln -s ../../../../../dev/loop0 /dev/dri/card3 \
          && mknod /dev/dri/card4 c 1 5 && touch /dev/dri/card5",

@@ -210,6 +210,17 @@ impl Container {
         self.command(script).output().expect("run nsenter")
     }
 
+    /// Run `script` inside the container; panics with its stderr unless it
+    /// succeeds.
+    pub fn sh(&self, script: &str) {
+        let out = self.exec(script);
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Wait until `inside` exists in the container.
     pub fn wait_for(&self, inside: impl AsRef<Path>, within: Duration) -> bool {
         let p = self.path(inside);
