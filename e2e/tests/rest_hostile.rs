@@ -753,15 +753,16 @@ async fn smuggling_with_content_length_and_transfer_encoding_fails() {
             &["/trailer", "/smuggled"],
         ),
         // A body that cannot be decoded (bare LF line ends, a chunk size
-        // overflowing u64): the provider never gets a whole request.
+        // overflowing u64): the consumer's fault, so 400 (not 502), and the
+        // provider never gets a whole request.
         (
             b"POST /lf HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 5\n\n0\n\n",
-            "502",
+            "400",
             &[],
         ),
         (
             b"POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
-            "502",
+            "400",
             &[],
         ),
     ];

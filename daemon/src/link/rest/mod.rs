@@ -20,7 +20,8 @@
 //!   starts pulling the body; responses (SSE, long polls) go out as the
 //!   provider writes them;
 //! - a malformed head gets 400 and a head over [`MAX_HEAD`] gets 431 from
-//!   hyper's parser before anything is sent to the provider; an unreachable
+//!   hyper's parser before anything is sent to the provider, a request body
+//!   that cannot be decoded (chunk framing) gets 400 too; an unreachable
 //!   provider gives 502 `{"error":".."}`; a provider dying mid-response
 //!   makes hyper abort the consumer connection (no false end of message);
 //! - after a provider's `101 Switching Protocols` both upgraded streams are
@@ -237,6 +238,19 @@ enum ProviderError {
     UnaskedUpgrade,
 }
 
+impl ProviderError {
+    /// Whether the request failed because the consumer's body stream did:
+    /// hyper then reports the body's own error (a [`hyper::Error`] from
+    /// [`Incoming`]) as the source of the client error.
+    fn consumer_body_failed(&self) -> bool {
+        match self {
+            Self::Request(e) => std::error::Error::source(e)
+                .is_some_and(|s| s.downcast_ref::<hyper::Error>().is_some()),
+            _ => false,
+        }
+    }
+}
+
 impl Proxy {
     async fn forward(
         &self,
@@ -259,6 +273,7 @@ impl Proxy {
 
         let mut res = match self.send(req).await {
             Ok(res) => res,
+            Err(e) if e.consumer_body_failed() => return self.bad_request(&e, in_flight),
             Err(e) => return self.bad_gateway(&e, in_flight),
         };
         let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -327,6 +342,20 @@ impl Proxy {
                 },
             }
         }
+    }
+
+    /// The consumer's answer when its own request body could not be read
+    /// (bad chunk framing, an overflowing chunk size): its fault, not the
+    /// provider's, so 400 and a consumer-side reason in the log.
+    fn bad_request(&self, err: &ProviderError, in_flight: InFlight) -> Response<ConsumerBody> {
+        link_event!(
+            tracing::Level::INFO,
+            self.spec,
+            reason = %err,
+            "rest: consumer sent an undecodable request body"
+        );
+        drop(in_flight);
+        error_response(StatusCode::BAD_REQUEST, err)
     }
 
     /// The consumer's answer when the provider gave none.
