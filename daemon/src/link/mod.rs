@@ -789,7 +789,11 @@ pub async fn serve(
                     }
                     over_cap = 0;
                 }
-                sessions.spawn(run_session(stream, base.clone(), mediation.clone()));
+                // Counted here, not in the task: a burst of accepts must
+                // see the sessions it already started, or it overshoots
+                // the cap (and the fds it bounds) until they first run.
+                let live = LiveGuard::new(base.stats.clone());
+                sessions.spawn(run_session(live, stream, base.clone(), mediation.clone()));
             }
             Err(err) if is_exhaustion(&err) => {
                 if !exhausted {
@@ -860,8 +864,13 @@ impl Drop for LiveGuard {
     }
 }
 
-async fn run_session(stream: UnixStream, session: Session, mediation: Arc<Mediation>) {
-    let _live = LiveGuard::new(session.stats.clone());
+/// `_live` is released last, after both of the session's sockets closed.
+async fn run_session(
+    _live: LiveGuard,
+    stream: UnixStream,
+    session: Session,
+    mediation: Arc<Mediation>,
+) {
     let shutdown = session.shutdown.clone();
     let served = CatchUnwind(Box::pin(mediation.serve(stream, &session)));
     let outcome = tokio::select! {
