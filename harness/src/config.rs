@@ -6,7 +6,7 @@
 //!
 //! | variable | field | effect |
 //! |---|---|---|
-//! | `PV_APPENGINE_IMAGE=<ref>` | [`Config::appengine`] | boot this already loaded image (a real Pantavisor appengine) instead of appengine-lite |
+//! | `PV_APPENGINE_IMAGE=<ref>` | [`Config::appengine`] | boot this already loaded image (a real Pantavisor appengine, e.g. built with `harness/real-appengine/build.sh`) instead of appengine-lite |
 //! | `PV_APPENGINE_TAR=<file>` | [`Config::appengine`] | `docker load` this tarball and boot the image it holds |
 //! | `HARNESS_PVREXPORTS=<dir>` | [`Config::pvrexports`] | take `<dir>/<name>.pvrexport.tgz` instead of packaging the examples |
 //! | `HARNESS_REQUIRE_DRM=1` | [`Config::require_drm`] | a host without DRM fails the DRM test instead of checking only the nodes |

@@ -1,9 +1,11 @@
 //! `harness up|down|image|exports`: the main job.
 //!
 //! `up` builds everything (static binaries, example pvrexports, the
-//! appengine-lite image), boots it with every example under a fixed name,
-//! waits for READY and the links, and prints the mesh with the commands to
-//! look around; `down` removes it.
+//! appengine-lite image, or takes the real image `PV_APPENGINE_IMAGE` /
+//! `PV_APPENGINE_TAR` names), boots it with every example under a fixed
+//! name (`pv-appengine-lite-up`, or `pv-appengine-up` for a real image),
+//! waits for READY and then for all links at once, and prints the mesh
+//! with the commands to look around; `down` removes it.
 
 use std::time::{Duration, Instant};
 
@@ -12,10 +14,18 @@ use clap::{Parser, Subcommand};
 use harness::appengine::logs::{fresh_result, last_result};
 use harness::appengine::{self, Appengine, BootOptions, Examples};
 use harness::config::Config;
+use harness::image::ImageKind;
 use harness::{docker, examples, image, util};
+use serde_json::Value;
 
-/// Name of the appengine `up` leaves running.
-const UP_NAME: &str = "pv-appengine-lite-up";
+/// Name of the appengine `up` leaves running, by image kind: a real
+/// Pantavisor image is not appengine-lite.
+fn up_name(kind: ImageKind) -> &'static str {
+    match kind {
+        ImageKind::Lite => "pv-appengine-lite-up",
+        ImageKind::Real => "pv-appengine-up",
+    }
+}
 
 #[derive(Parser)]
 #[command(about = "Boot Pantavisor's appengine in Docker with the pv-xconnect examples")]
@@ -46,10 +56,17 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Up { link_timeout } => up(Duration::from_secs(link_timeout))?,
         Cmd::Down => {
-            if Appengine::remove_named(UP_NAME)? {
-                util::note(format!("removed {UP_NAME}"));
-            } else {
-                util::note(format!("{UP_NAME} was not running"));
+            // Whichever `up` booted, whatever the environment says now.
+            let mut removed = false;
+            for kind in [ImageKind::Lite, ImageKind::Real] {
+                let name = up_name(kind);
+                if Appengine::remove_named(name)? {
+                    util::note(format!("removed {name}"));
+                    removed = true;
+                }
+            }
+            if !removed {
+                util::note("no appengine of `up` was running");
             }
         }
         Cmd::Image => {
@@ -71,34 +88,34 @@ fn main() -> Result<()> {
 }
 
 fn up(link_timeout: Duration) -> Result<()> {
-    if Appengine::remove_named(UP_NAME)? {
-        util::note(format!("removed the previous {UP_NAME}"));
+    let name = up_name(Config::get()?.appengine.kind());
+    if Appengine::remove_named(name)? {
+        util::note(format!("removed the previous {name}"));
     }
     let ae = Appengine::boot(BootOptions {
         group: "up".into(),
         examples: Examples::All,
         wait_ready: true,
-        persistent_name: Some(UP_NAME.into()),
+        persistent_name: Some(name.into()),
         ..Default::default()
     })?;
     let graph = ae.graph()?;
     let step = util::Step::start(format!("waiting for {} links", graph.len()));
+    let verdicts = wait_links(&ae, &graph, link_timeout);
+    step.done("");
     let mut rows = Vec::new();
     let mut marks = Vec::new();
-    for link in &graph {
+    for (link, verdict) in graph.iter().zip(verdicts) {
         let consumer = link["consumer"].as_str().unwrap_or("?").to_string();
-        let name = link["name"].as_str().unwrap_or("?").to_string();
-        let injected = ae.wait_link(&consumer, &name, link_timeout).is_ok();
         marks.push(ae.console_log(&consumer).len());
         rows.push([
             consumer,
-            name,
+            link["name"].as_str().unwrap_or("?").to_string(),
             link["type"].as_str().unwrap_or("?").to_string(),
-            if injected { "yes" } else { "NO" }.to_string(),
+            verdict,
             String::new(),
         ]);
     }
-    step.done("");
     // Clients start with their containers, before their links exist, and
     // retry every 5 s: show the first result each one reports after its
     // link was injected, not its start-up failure.
@@ -122,7 +139,7 @@ fn up(link_timeout: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     step.done("");
-    if rows.iter().any(|r| r[3] == "NO") {
+    if rows.iter().any(|r| r[3] != "yes") {
         eprintln!("{}", ae.diagnostics());
     }
     print_table(
@@ -155,6 +172,73 @@ fn up(link_timeout: Duration) -> Result<()> {
     println!("  cargo run -p harness -- down");
     ae.detach();
     Ok(())
+}
+
+/// Waits for every link of `graph` at once, under one deadline; returns
+/// each one's verdict for the table: `yes`, or `NO` with why. A link stops
+/// being awaited as soon as it is injected or cannot come any more: its
+/// consumer or provider stopped, or our pv-xconnect (where its status
+/// socket answers) reports its type unsupported. Links still waiting at
+/// the deadline get the last reason seen (the daemon's, if it has one).
+fn wait_links(ae: &Appengine, graph: &[Value], timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut verdicts: Vec<Option<String>> = vec![None; graph.len()];
+    let mut last_why: Vec<String> = vec!["not injected".into(); graph.len()];
+    loop {
+        let now_graph = ae.graph().unwrap_or_default();
+        let stopped: Vec<String> = ae
+            .containers()
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c["status"] == "STOPPED")
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect();
+        let daemon = ae.xconnect_links().unwrap_or_default();
+        for (i, link) in graph.iter().enumerate() {
+            if verdicts[i].is_some() {
+                continue;
+            }
+            let consumer = link["consumer"].as_str().unwrap_or("?");
+            let provider = link["provider"].as_str().unwrap_or("?");
+            let name = link["name"].as_str().unwrap_or("?");
+            match ae.link_injected(&now_graph, consumer, name) {
+                Ok(_) => {
+                    verdicts[i] = Some("yes".into());
+                    continue;
+                }
+                Err(e) => last_why[i] = format!("{e:#}"),
+            }
+            let reported = daemon
+                .iter()
+                .find(|d| d["consumer"] == consumer && d["name"] == name);
+            if let Some(d) = reported {
+                let state = d["state"].as_str().unwrap_or("?");
+                last_why[i] = match d["reason"].as_str() {
+                    Some(r) => format!("{state}: {r}"),
+                    None => state.to_string(),
+                };
+                if state == "unsupported" {
+                    verdicts[i] = Some(format!("NO ({})", last_why[i]));
+                }
+            }
+            if let Some(c) = [consumer, provider]
+                .into_iter()
+                .find(|c| stopped.iter().any(|s| s == c))
+            {
+                verdicts[i] = Some(format!("NO ({c} stopped)"));
+            }
+        }
+        if verdicts.iter().all(Option::is_some) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    verdicts
+        .into_iter()
+        .zip(last_why)
+        .map(|(v, why)| v.unwrap_or_else(|| format!("NO ({why})")))
+        .map(|v| v.chars().take(80).collect())
+        .collect()
 }
 
 /// Long enough for every example client's 5 s retry loop to come round.

@@ -14,16 +14,30 @@ const RENDER: &str = "pv-example-drm-render";
 
 static DRM: Group = Group::new("drm", &[PROVIDER, MASTER, RENDER], 3);
 
+/// The type and numbers of the node `consumer` got through link `name`,
+/// after checking they are those of the provider's own node (which the
+/// provider's `lxc.container.conf` binds from the appengine's `/dev/dri`,
+/// as on a device: Pantavisor adds no device node by itself).
 fn node_numbers(ae: &harness::appengine::Appengine, consumer: &str, name: &str) -> String {
     let link = ae
         .wait_link(consumer, name, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let pid = link["consumer_pid"].as_i64().expect("pid");
-    let target = ae.link_target(&link);
-    ae.sh(&format!("stat -c '%F %t:%T' /proc/{pid}/root{target}"))
-        .expect("stat node")
-        .trim()
-        .to_string()
+    let stat = |pid: i64, path: &str| {
+        ae.sh(&format!("stat -c '%F %t:%T' /proc/{pid}/root{path}"))
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .trim()
+            .to_string()
+    };
+    let got = stat(
+        link["consumer_pid"].as_i64().expect("consumer pid"),
+        &ae.link_target(&link),
+    );
+    let source = stat(
+        link["provider_pid"].as_i64().expect("provider pid"),
+        link["socket"].as_str().expect("provider node"),
+    );
+    assert_eq!(got, source, "{consumer} got another node than {link}");
+    got
 }
 
 #[test]

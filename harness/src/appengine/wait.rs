@@ -54,26 +54,29 @@ impl Appengine {
         self.wait_for(
             &format!("link {consumer} -> {name} injected"),
             timeout,
-            |ae| {
-                let graph = ae.graph()?;
-                let Some(link) = graph
-                    .iter()
-                    .find(|l| l["consumer"] == consumer && l["name"] == name)
-                else {
-                    bail!("no link {consumer}/{name} in the graph");
-                };
-                let pid = link["consumer_pid"].as_i64().unwrap_or(-1);
-                if pid <= 0 || link["provider_pid"].as_i64().unwrap_or(-1) < 0 {
-                    bail!("pids not live yet: {link}");
-                }
-                let target = link_target(link);
-                if ae.exists_in(pid, &target)? {
-                    Ok(Some(link.clone()))
-                } else {
-                    bail!("{target} not present in {consumer} (pid {pid}) yet")
-                }
-            },
+            |ae| ae.link_injected(&ae.graph()?, consumer, name).map(Some),
         )
+    }
+
+    /// `consumer`'s link `name` in `graph` if it is injected (live pids,
+    /// target present in the consumer); the error says what is missing.
+    pub fn link_injected(&self, graph: &[Value], consumer: &str, name: &str) -> Result<Value> {
+        let Some(link) = graph
+            .iter()
+            .find(|l| l["consumer"] == consumer && l["name"] == name)
+        else {
+            bail!("no link {consumer}/{name} in the graph");
+        };
+        let pid = link["consumer_pid"].as_i64().unwrap_or(-1);
+        if pid <= 0 || link["provider_pid"].as_i64().unwrap_or(-1) < 0 {
+            bail!("pids not live yet: {link}");
+        }
+        let target = link_target(link);
+        if self.exists_in(pid, &target)? {
+            Ok(link.clone())
+        } else {
+            bail!("{target} not present in {consumer} (pid {pid}) yet")
+        }
     }
 
     /// Where a link lands in the consumer (see [`link_target`]).
