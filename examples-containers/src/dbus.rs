@@ -197,7 +197,7 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
 /// is, then connects over that socket. The SASL exchange is written here
 /// because zbus only lets a client choose the uid it claims from 5.13 on,
 /// which needs a newer Rust than the examples' MSRV (meta-layer/README.md).
-async fn claim_uid_0(socket: &str) -> zbus::Result<zbus::Connection> {
+pub async fn claim_uid_0(socket: &str) -> zbus::Result<zbus::Connection> {
     use tokio::io::AsyncWriteExt;
 
     let mut stream = tokio::net::UnixStream::connect(socket).await?;

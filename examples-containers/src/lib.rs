@@ -11,6 +11,8 @@
 //!   client drawing one checked frame through it.
 //! - [`wayland_frame`]: the pattern and checksum shared by the wayland pair.
 //! - [`dbus`]: the `org.pantavisor.Example` service and its clients.
+//! - [`dbus_host`]: the same service and a client on the bus Pantavisor
+//!   hosts (`system-bus` from provider `_pv_`).
 //! - [`rest`]: the network-manager mock and its client.
 //! - [`drmcheck`]: the DRM probes of the drm examples.
 //! - [`pid1`]: stop signals, so every example exits promptly as a container init.
@@ -20,6 +22,7 @@
 //! with a `SAFETY:` comment.
 
 pub mod dbus;
+pub mod dbus_host;
 pub mod drmcheck;
 pub mod pid1;
 pub mod rest;

@@ -18,6 +18,7 @@ pub struct Group {
     /// The examples to install; `None`: every example.
     examples: Option<&'static [&'static str]>,
     tests: usize,
+    hosted_bus: bool,
     state: Mutex<State>,
 }
 
@@ -51,11 +52,24 @@ impl Group {
             name,
             examples,
             tests,
+            hosted_bus: false,
             state: Mutex::new(State {
                 booted: None,
                 finished: 0,
             }),
         }
+    }
+
+    /// A group booted with `examples` on an appengine hosting the D-Bus
+    /// system bus ([`BootOptions::hosted_bus`]).
+    pub const fn hosted_bus(
+        name: &'static str,
+        examples: &'static [&'static str],
+        tests: usize,
+    ) -> Self {
+        let mut g = Group::with(name, Some(examples), tests);
+        g.hosted_bus = true;
+        g
     }
 
     /// The group's appengine (booted and READY), for one test.
@@ -73,6 +87,7 @@ impl Group {
                 group: self.name.into(),
                 examples,
                 wait_ready: true,
+                hosted_bus: self.hosted_bus,
                 ..Default::default()
             })
             .map(Arc::new)
