@@ -33,6 +33,25 @@ static HOSTBUS: Group = Group::hosted_bus("hostbus", &[SERVER, CLIENT], 4);
 
 /// The `system-bus` link of `consumer`, once injected.
 fn link(ae: &Appengine, consumer: &str) -> Value {
+    // Both upstream and appengine-lite log this when the bus is hosted; a
+    // real image built without the option never does.
+    let hosted = ae.wait_for(
+        "the hosted bus in pantavisor.log",
+        Duration::from_secs(30),
+        |ae| {
+            Ok(ae
+                .pantavisor_log()
+                .contains("hosted dbus system bus enabled")
+                .then_some(()))
+        },
+    );
+    if let Err(e) = hosted {
+        panic!(
+            "{e:#}: this appengine does not host the D-Bus system bus (a real image must be \
+             built with PANTAVISOR_XCONNECT_DBUS_SYSTEMBUS, e.g. \
+             pantavisor-appengine:real-src-hostbus)"
+        );
+    }
     ae.wait_link(consumer, "system-bus", Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
