@@ -236,7 +236,9 @@ async fn read_sasl_line(stream: &mut tokio::net::UnixStream) -> zbus::Result<Str
     Ok(line.trim_end().to_owned())
 }
 
-fn is_refused(e: &zbus::Error) -> bool {
+/// Whether the bus (or a filtering proxy) said no: `AccessDenied`, or a
+/// name that looks absent.
+pub fn is_refused(e: &zbus::Error) -> bool {
     match e {
         zbus::Error::MethodError(name, _, _) => matches!(
             name.as_str(),

@@ -93,7 +93,8 @@ pub async fn client_round(socket: &str) -> anyhow::Result<()> {
     println!("dbus OK uid={uid}");
     match conn.request_name(ROGUE).await {
         Ok(()) => println!("dbus-host RequestName {ROGUE}: ALLOWED"),
-        Err(e) => println!("dbus-host RequestName {ROGUE}: DENIED ({e})"),
+        Err(e) if dbus::is_refused(&e) => println!("dbus-host RequestName {ROGUE}: DENIED ({e})"),
+        Err(e) => println!("dbus-host RequestName {ROGUE}: ERROR ({e})"),
     }
     match dbus::claim_uid_0(socket).await {
         Err(e) => println!("dbus-host claim uid 0: authentication refused ({e})"),

