@@ -11,7 +11,8 @@
 //! good graph.
 //!
 //! Defaults when `target` is null (or empty): `/run/pv/services/<name>.sock`
-//! for socket types, the provider's device path (`socket`) for `drm`. A link
+//! for socket types, the provider's device path (`socket`) for `drm` and
+//! `input`. A link
 //! whose `socket` is null cannot be mediated and is reported as invalid.
 
 use std::fmt;
@@ -31,7 +32,7 @@ pub enum ServiceType {
     Dbus,
     Drm,
     Wayland,
-    /// Parsed but not mediated (upstream has no plugin either).
+    /// An evdev node (upstream documents it but has no plugin).
     Input,
     /// Anything else; logged once and skipped.
     Unknown(String),
@@ -65,7 +66,7 @@ impl ServiceType {
 
     /// Whether this daemon can mediate the type at all.
     pub fn is_supported(&self) -> bool {
-        !matches!(self, Self::Input | Self::Unknown(_))
+        !matches!(self, Self::Unknown(_))
     }
 }
 
@@ -337,7 +338,7 @@ impl RawLink {
         };
         let target = match non_empty(&self.target) {
             Some(t) => check_path("target", t)?,
-            None if kind == ServiceType::Drm => socket.clone(),
+            None if matches!(kind, ServiceType::Drm | ServiceType::Input) => socket.clone(),
             None => {
                 if self.name.contains('/') || self.name == "." || self.name == ".." {
                     return Err(format!(
@@ -461,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_input_and_missing_types_are_kept_for_the_reconciler() {
+    fn input_unknown_and_missing_types_are_kept_for_the_reconciler() {
         let body = br#"[{"consumer":"a","consumer_pid":1,"name":"i","type":"input","socket":"/dev/input/event0"},
             {"consumer":"a","consumer_pid":1,"name":"u","type":"unknown","socket":"/s"},
             {"consumer":"a","consumer_pid":1,"name":"v","type":"vsock","socket":"/s"},
@@ -477,7 +478,10 @@ mod tests {
                 ServiceType::Unknown("unknown".into()),
             ]
         );
-        assert!(!kinds[0].is_supported());
+        assert!(kinds[0].is_supported());
+        assert!(!kinds[1].is_supported());
+        // A null target lands where the provider has its node, as drm.
+        assert_eq!(r.links[0].target, PathBuf::from("/dev/input/event0"));
         // interface defaults to the export's type string.
         assert_eq!(r.links[2].interface, "vsock");
     }

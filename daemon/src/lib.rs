@@ -3,7 +3,7 @@
 //! Pantavisor publishes an *xconnect graph* on its control socket (pv-ctrl):
 //! one entry per consumer→provider link. For every link this daemon plants a
 //! virtual resource inside the consumer container's mount namespace (a
-//! listening socket, or a device node for `drm`) and mediates the traffic to
+//! listening socket, or a device node for `drm` and `input`) and mediates the traffic to
 //! the provider according to the link's type.
 //!
 //! # Layout
@@ -20,7 +20,7 @@
 //!   into checked types (a consumer is never the host).
 //! - [`link`]: one running link (mediation, accept loop, sessions,
 //!   teardown) and the per-type mediations: [`link::unix`], [`link::rest`],
-//!   [`link::dbus`], [`link::drm`], [`link::wayland`].
+//!   [`link::dbus`], [`link::drm`], [`link::input`], [`link::wayland`].
 //! - [`ns`]: namespace plumbing on dedicated OS threads: inject listeners and
 //!   device nodes into a consumer, reach a provider's socket or device
 //!   resolved inside the provider's root.

@@ -12,7 +12,7 @@
 //!   distinct set of providers.
 //! - Several keys with one (consumer, target) would fight over one path:
 //!   the first by name wins, the others are refused with the reason.
-//! - `input` and unknown types are logged once and never started.
+//! - Unknown types are logged once and never started.
 //! - Consumer pid -1 (not started) or provider pid -1: the link is
 //!   *pending* and nothing is started. Consumer pid 0, and provider pid 0
 //!   for anything but the hosted bus, are refused (the check is
@@ -189,7 +189,7 @@ pub enum LinkState {
     /// The last start attempt failed (retried with backoff), or the graph
     /// asks for something refused.
     Failed(String),
-    /// `input` or unknown type: never started.
+    /// Unknown type: never started.
     Unsupported,
 }
 

@@ -197,7 +197,7 @@ pub async fn attack(socket: &str) -> anyhow::Result<Vec<(String, bool, String)>>
 /// is, then connects over that socket. The SASL exchange is written here
 /// because zbus only lets a client choose the uid it claims from 5.13 on,
 /// which needs a newer Rust than the examples' MSRV (meta-layer/README.md).
-async fn claim_uid_0(socket: &str) -> zbus::Result<zbus::Connection> {
+pub async fn claim_uid_0(socket: &str) -> zbus::Result<zbus::Connection> {
     use tokio::io::AsyncWriteExt;
 
     let mut stream = tokio::net::UnixStream::connect(socket).await?;
@@ -236,7 +236,9 @@ async fn read_sasl_line(stream: &mut tokio::net::UnixStream) -> zbus::Result<Str
     Ok(line.trim_end().to_owned())
 }
 
-fn is_refused(e: &zbus::Error) -> bool {
+/// Whether the bus (or a filtering proxy) said no: `AccessDenied`, or a
+/// name that looks absent.
+pub fn is_refused(e: &zbus::Error) -> bool {
     match e {
         zbus::Error::MethodError(name, _, _) => matches!(
             name.as_str(),

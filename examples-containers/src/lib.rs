@@ -11,16 +11,23 @@
 //!   client drawing one checked frame through it.
 //! - [`wayland_frame`]: the pattern and checksum shared by the wayland pair.
 //! - [`dbus`]: the `org.pantavisor.Example` service and its clients.
+//! - [`dbus_host`]: the same service and a client on the bus Pantavisor
+//!   hosts (`system-bus` from provider `_pv_`).
 //! - [`rest`]: the network-manager mock and its client.
 //! - [`drmcheck`]: the DRM probes of the drm examples.
+//! - [`input`]: the uinput keyboard of the input provider and the evdev
+//!   reader of its consumer.
 //! - [`pid1`]: stop signals, so every example exits promptly as a container init.
 //!
 //! Unsafe code is denied workspace-wide; [`unix_client`] (taking received
-//! fds) and [`wayland_server`] (mapping shm pools) allow it, each block
-//! with a `SAFETY:` comment.
+//! fds), [`wayland_server`] (mapping shm pools) and [`input`] (uinput and
+//! evdev ioctls) allow it, each block with a `SAFETY:` comment.
 
 pub mod dbus;
+pub mod dbus_host;
 pub mod drmcheck;
+#[allow(unsafe_code)]
+pub mod input;
 pub mod pid1;
 pub mod rest;
 #[allow(unsafe_code)]

@@ -45,12 +45,23 @@ pub const KNOWN: &[&str] = &[
     "pv-example-dbus-client",
     "pv-example-dbus-client-nobody",
     "pv-example-dbus-client-attacker",
+    "pv-example-dbus-host-server",
+    "pv-example-dbus-host-client",
     "pv-example-drm-provider",
     "pv-example-drm-master",
     "pv-example-drm-render",
     "pv-example-wayland-server",
     "pv-example-wayland-client",
+    "pv-example-input-provider",
+    "pv-example-input-consumer",
 ];
+
+/// Examples that consume the system bus Pantavisor hosts (`system-bus`
+/// from provider `_pv_`): they only run on an appengine booted with
+/// [`crate::appengine::BootOptions::hosted_bus`], so "every example" leaves
+/// them out (beside `pv-example-dbus-server` they would reach its bus
+/// instead; with the hosted bus on, that server's export is refused).
+pub const HOSTED_BUS: &[&str] = &["pv-example-dbus-host-server", "pv-example-dbus-host-client"];
 
 /// `harness.json`: per-example rootfs extras.
 #[derive(Debug, Clone, Default, Deserialize)]

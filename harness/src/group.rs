@@ -22,6 +22,7 @@ pub struct Group {
     /// [`Group::with_exports`]).
     extra: Option<ExtraExports>,
     tests: usize,
+    hosted_bus: bool,
     state: Mutex<State>,
 }
 
@@ -59,6 +60,7 @@ impl Group {
             examples,
             extra: None,
             tests,
+            hosted_bus: false,
             state: Mutex::new(State {
                 booted: None,
                 finished: 0,
@@ -71,6 +73,18 @@ impl Group {
     pub const fn with_exports(mut self, extra: ExtraExports) -> Self {
         self.extra = Some(extra);
         self
+    }
+
+    /// A group booted with `examples` on an appengine hosting the D-Bus
+    /// system bus ([`BootOptions::hosted_bus`]).
+    pub const fn hosted_bus(
+        name: &'static str,
+        examples: &'static [&'static str],
+        tests: usize,
+    ) -> Self {
+        let mut g = Group::with(name, Some(examples), tests);
+        g.hosted_bus = true;
+        g
     }
 
     /// The group's appengine (booted and READY), for one test.
@@ -122,6 +136,7 @@ impl Group {
             examples,
             extra_exports,
             wait_ready: true,
+            hosted_bus: self.hosted_bus,
             ..Default::default()
         })
     }

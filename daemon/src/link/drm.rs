@@ -19,9 +19,15 @@ pub const DRM_MAJOR: u64 = 226;
 
 /// Why a provider's node is not acceptable, or `Ok` for a DRM char device.
 pub fn validate(node: &DeviceNode) -> Result<(), String> {
+    check_char_device(node, DRM_MAJOR, "DRM")
+}
+
+/// Why `node` is not a character device of `major` (the subsystem `what`),
+/// or `Ok`. Shared with [`super::input`].
+pub(super) fn check_char_device(node: &DeviceNode, major: u64, what: &str) -> Result<(), String> {
     if node.is_block_device() {
         return Err(format!(
-            "is a block device ({}:{}), not a DRM character device",
+            "is a block device ({}:{}), not a {what} character device",
             node.major, node.minor
         ));
     }
@@ -31,9 +37,9 @@ pub fn validate(node: &DeviceNode) -> Result<(), String> {
             node.mode & libc::S_IFMT
         ));
     }
-    if node.major != DRM_MAJOR {
+    if node.major != major {
         return Err(format!(
-            "is a character device {}:{} whose major is not DRM ({DRM_MAJOR})",
+            "is a character device {}:{} whose major is not {what} ({major})",
             node.major, node.minor
         ));
     }
@@ -48,6 +54,18 @@ pub async fn install(
     pids: LinkPids,
     consumer: &Arc<Process>,
     provider: Option<Arc<Process>>,
+) -> Result<Injected, LinkError> {
+    install_node(spec, pids, consumer, provider, validate).await
+}
+
+/// [`install`] with the node check of a device link type (`drm`,
+/// `input`).
+pub(super) async fn install_node(
+    spec: &LinkSpec,
+    pids: LinkPids,
+    consumer: &Arc<Process>,
+    provider: Option<Arc<Process>>,
+    validate: fn(&DeviceNode) -> Result<(), String>,
 ) -> Result<Injected, LinkError> {
     let refuse = |why: String| {
         LinkError::Refused(format!("provider device {} {why}", spec.socket.display()))

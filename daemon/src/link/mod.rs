@@ -2,7 +2,8 @@
 //! and its teardown. Per-type mediation lives in the submodules: [`unix`]
 //! (byte relay with fds), [`rest`] (HTTP proxy stamping the identity),
 //! [`dbus`] (D-Bus proxy with role uid and filter), [`wayland`]
-//! (protocol-aware relay), [`drm`] (a device node, no listener).
+//! (protocol-aware relay), [`drm`] and [`input`] (a device node, no
+//! listener).
 //!
 //! [`start`] sets a link up in order: its pids are checked
 //! ([`LinkPids::of`]) and pinned ([`Process::open_container`]: a stale pid
@@ -10,7 +11,7 @@
 //! once (per-type configuration: the rest identity, the dbus uid and
 //! filter, the wayland filter), a listening socket is injected into the
 //! consumer, and [`serve`] takes over that listener under a child of the
-//! daemon's [`Shutdown`] token. [`drm`] links have no listener: a device
+//! daemon's [`Shutdown`] token. [`drm`] and [`input`] links have no listener: a device
 //! node is created instead. From then on the link watches its two
 //! processes: when either exits, or when the provider's socket turns out
 //! to be served from outside the provider, [`LinkHandle::take_end`] says
@@ -50,6 +51,7 @@
 
 pub mod dbus;
 pub mod drm;
+pub mod input;
 pub mod rest;
 pub mod unix;
 pub mod wayland;
@@ -557,8 +559,8 @@ enum Kind {
 impl Mediation {
     /// Compute the link's per-type configuration, with the provider pinned
     /// as [`Provider::new`] does (no container policy: for tests and
-    /// benchmarks that serve a link on a listener of their own). `drm` (a
-    /// device node, see [`drm::install`]) and unsupported types have no
+    /// benchmarks that serve a link on a listener of their own). `drm` and
+    /// `input` (a device node, see [`drm::install`]) and unsupported types have no
     /// socket mediation. Default [`Options`].
     pub async fn prepare(spec: Arc<LinkSpec>) -> Result<Mediation, LinkError> {
         Self::prepare_with(spec, &Options::default()).await
@@ -637,8 +639,12 @@ pub async fn start_with(
     let stats = Arc::new(LinkStats::default());
     let shutdown = parent.child_token();
 
-    if spec.kind == ServiceType::Drm {
-        let injected = drm::install(&spec, pids, &consumer, provider.clone()).await?;
+    if matches!(spec.kind, ServiceType::Drm | ServiceType::Input) {
+        let injected = if spec.kind == ServiceType::Drm {
+            drm::install(&spec, pids, &consumer, provider.clone()).await?
+        } else {
+            input::install(&spec, pids, &consumer, provider.clone()).await?
+        };
         let end = watch_ends(consumer, provider, None, shutdown.clone());
         return Ok(LinkHandle {
             stats,

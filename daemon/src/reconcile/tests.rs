@@ -379,7 +379,7 @@ async fn recovery_is_logged_once() {
 async fn unsupported_types_are_skipped_once_and_never_started() {
     let (logs, _g) = Logs::capture();
     let (fake, mut r) = setup();
-    let input = LinkSpecBuilder::new(ServiceType::Input)
+    let input = LinkSpecBuilder::new(ServiceType::Unknown("uart".into()))
         .name("keys")
         .consumer("c", 10)
         .provider("p", 20)

@@ -28,7 +28,8 @@ const BOOT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Which examples to install.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Examples {
-    /// Every example of `examples-containers/`.
+    /// Every example of `examples-containers/` but the hosted-bus ones
+    /// ([`examples::HOSTED_BUS`]).
     All,
     /// These (an empty list installs none).
     Only(Vec<String>),
@@ -57,6 +58,10 @@ pub struct BootOptions {
     pub wait_ready: bool,
     /// Fixed container name, kept after this process (`harness up`).
     pub persistent_name: Option<String>,
+    /// Boot appengine-lite with the hosted D-Bus system bus
+    /// (`PV_APPENGINE_HOSTED_BUS=1`). A real image hosts it or not as it
+    /// was built (`pantavisor-appengine:real-src-hostbus` does).
+    pub hosted_bus: bool,
 }
 
 impl Appengine {
@@ -128,8 +133,15 @@ impl Appengine {
                 "host has no /dev/dri: using placeholder nodes card0 (226:0) and renderD128 (226:128)",
             );
         }
-        ae.sh(&format!("pv-appengine >{APPENGINE_OUT} 2>&1 </dev/null &"))
-            .context("starting pv-appengine")?;
+        let env = if opts.hosted_bus {
+            "PV_APPENGINE_HOSTED_BUS=true "
+        } else {
+            ""
+        };
+        ae.sh(&format!(
+            "{env}pv-appengine >{APPENGINE_OUT} 2>&1 </dev/null &"
+        ))
+        .context("starting pv-appengine")?;
         if opts.wait_ready {
             let limit = match ae.image.kind {
                 ImageKind::Lite => 120,
@@ -186,7 +198,11 @@ fn generated_name(group: &str) -> String {
 fn choose(which: &Examples) -> Result<Vec<examples::Example>> {
     let wanted = match which {
         Examples::None => return Ok(Vec::new()),
-        Examples::All => return examples::discover(),
+        Examples::All => {
+            let mut all = examples::discover()?;
+            all.retain(|e| !examples::HOSTED_BUS.contains(&e.name.as_str()));
+            return Ok(all);
+        }
         Examples::Only(names) => names,
     };
     let all = examples::discover()?;
@@ -241,6 +257,10 @@ mod tests {
         assert!(choose(&Examples::Only(vec![])).unwrap().is_empty());
         let all = choose(&Examples::All).unwrap();
         assert!(all.iter().any(|e| e.name == "pv-example-unix-server"));
+        assert!(
+            !all.iter().any(|e| e.name == "pv-example-dbus-host-client"),
+            "hosted-bus examples only when asked for"
+        );
         let one = choose(&Examples::only(&["pv-example-unix-client"])).unwrap();
         assert_eq!(one.len(), 1);
         let e = choose(&Examples::only(&["pv-example-nope"])).unwrap_err();

@@ -14,8 +14,10 @@ CARGO_BUILD_FLAGS:append = " -p pv-examples --bins"
 
 PV_EXAMPLES = "unix-server unix-client rest-server rest-client \
                dbus-server dbus-client dbus-client-nobody dbus-attacker \
+               dbus-host-server dbus-host-client \
                drm-provider drm-master drm-render \
-               wayland-server wayland-client"
+               wayland-server wayland-client \
+               input-provider input-consumer"
 
 PACKAGES =+ "${@' '.join('pv-examples-' + e for e in d.getVar('PV_EXAMPLES').split())}"
 
