@@ -43,6 +43,9 @@
 //! is public so tests and benchmarks run this very loop on a listener of
 //! their own.
 //!
+//! Accept loops and sessions run on the session [`workers`] (one
+//! current-thread runtime per core), not on the control runtime.
+//!
 //! [`LinkHandle::stop`] cancels the link's token, removes what was
 //! injected if it is still ours, and waits for the accept loop (which
 //! gives its sessions [`SESSION_DRAIN`] to end), then says what it did
@@ -53,6 +56,7 @@ pub mod drm;
 pub mod rest;
 pub mod unix;
 pub mod wayland;
+pub mod workers;
 
 use std::any::Any;
 use std::fmt;
@@ -658,9 +662,13 @@ pub async fn start_with(
     let mediation = Mediation::prepare_for(spec.clone(), pinned, options).await?;
     let (std_listener, injected) =
         ns::inject_socket(&consumer, pids.consumer, &spec.target).await?;
-    let listener = std_listener
-        .set_nonblocking(true)
-        .and_then(|()| UnixListener::from_std(std_listener));
+    // The accept loop (and the sessions it keeps) runs on a session
+    // worker: the listener joins that worker's epoll.
+    let home = workers::home();
+    let listener = std_listener.set_nonblocking(true).and_then(|()| {
+        let _in = home.enter();
+        UnixListener::from_std(std_listener)
+    });
     let listener = match listener {
         Ok(l) => l,
         Err(e) => {
@@ -674,7 +682,7 @@ pub async fn start_with(
         Some(mediation.provider.clone()),
         shutdown.clone(),
     );
-    let accept = tokio::spawn(serve(listener, mediation, stats.clone(), shutdown.clone()));
+    let accept = home.spawn(serve(listener, mediation, stats.clone(), shutdown.clone()));
     Ok(LinkHandle {
         stats,
         shutdown,
@@ -789,7 +797,12 @@ pub async fn serve(
                     }
                     over_cap = 0;
                 }
-                sessions.spawn(run_session(stream, base.clone(), mediation.clone()));
+                let (session, mediation) = (base.clone(), mediation.clone());
+                if let Err(err) = workers::spawn_session(&sessions, stream, |stream| {
+                    run_session(stream, session, mediation)
+                }) {
+                    link_event!(Level::WARN, base.spec, reason = %err, "cannot hand the connection to a session worker");
+                }
             }
             Err(err) if is_exhaustion(&err) => {
                 if !exhausted {
