@@ -344,24 +344,31 @@ impl Provider {
                 resolved.listener.store(pid, Ordering::Relaxed);
                 Ok(())
             }
-            Err(why) => {
+            // This session fails; the link stays (a later one asks again).
+            Err(Verdict::Undecided(why)) => Err(NsError::Io(std::io::Error::other(format!(
+                "cannot check who serves the provider socket now: {why}"
+            )))),
+            Err(Verdict::Refused(why)) => {
                 self.refused.send_replace(Some(why.clone()));
                 Err(NsError::Refused(why))
             }
         }
     }
 
-    fn judge(&self, stream: &std::os::unix::net::UnixStream) -> Result<(), String> {
+    fn judge(&self, stream: &std::os::unix::net::UnixStream) -> Result<(), Verdict> {
         let path = self.socket.display();
-        let Some(process) = self.process().map_err(|e| e.to_string())? else {
+        let Some(process) = self
+            .process()
+            .map_err(|e| Verdict::Refused(e.to_string()))?
+        else {
             // The hosted bus: a host path Pantavisor chose, in our own root.
             return Ok(());
         };
         let outside = |detail: String| {
-            format!(
+            Verdict::Refused(format!(
                 "provider socket {path} is served from outside container {} ({detail})",
                 crate::logging::Escaped(&self.name)
-            )
+            ))
         };
         match Listener::of(stream) {
             Listener::Process(l)
@@ -379,8 +386,17 @@ impl Provider {
             Listener::Unseen => Err(outside(
                 "listener in a pid namespace pv-xconnect cannot see".into(),
             )),
+            Listener::Unknown(why) => Err(Verdict::Undecided(why)),
         }
     }
+}
+
+/// Why [`Provider::judge`] did not accept a listener.
+enum Verdict {
+    /// Served from outside the provider: the link is refused.
+    Refused(String),
+    /// Could not be told now (out of fds): only this session fails.
+    Undecided(String),
 }
 
 /// Everything a mediation needs to serve one accepted consumer connection.
