@@ -172,12 +172,14 @@ fn client(path: &Path, n: usize) -> Vec<f64> {
         let t0 = Instant::now();
         writer
             .write_all(b"GET /info HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{}: sending: {e}", path.display()));
         let mut length = None;
         let mut first = true;
         loop {
             line.clear();
-            reader.read_line(&mut line).unwrap();
+            reader
+                .read_line(&mut line)
+                .unwrap_or_else(|e| panic!("{}: reading the answer: {e}", path.display()));
             if first {
                 assert!(line.starts_with("HTTP/1.1 200"), "answer: {line:?}");
                 first = false;
@@ -281,10 +283,10 @@ impl Proxy {
              pid {d}/nginx.pid; error_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n\
-               access_log off;\n\
+               access_log off; keepalive_requests 100000000; keepalive_timeout 600s;\n\
                client_body_temp_path {d}/cb; proxy_temp_path {d}/px; fastcgi_temp_path {d}/fc;\n\
                uwsgi_temp_path {d}/uw; scgi_temp_path {d}/sc;\n\
-               upstream provider {{ server unix:{}; keepalive 16; }}\n\
+               upstream provider {{ server unix:{}; keepalive 16; keepalive_requests 100000000; }}\n\
                server {{\n\
                  listen unix:{};\n\
                  location / {{\n\
