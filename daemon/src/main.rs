@@ -178,11 +178,11 @@ fn run_daemon(cli: Cli) -> ExitCode {
         error!("cannot start the session workers: {e}");
         return ExitCode::FAILURE;
     }
-    // The control plane (graph, reconcile, status): two workers are
-    // plenty; namespace work runs on its own short-lived threads, and the
-    // links' traffic on the session workers.
+    // The control plane (graph, reconcile, status): one worker is plenty;
+    // namespace work runs on its own short-lived threads, and the links'
+    // traffic on the session workers.
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("pv-xconnect")
         .enable_all()
         .build()
