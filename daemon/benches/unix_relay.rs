@@ -15,7 +15,9 @@
 //! Prints: throughput of 64 KiB writes, 1-byte round-trip p50/p99 (and the
 //! daemon's context switches per round trip), new
 //! connections per second (connect, 1-byte echo, close), the daemon's idle
-//! RSS and its RSS with 100 links, its open fds and threads (idle, 1 link,
+//! RSS, its RSS with 1 and 100 links (the latter split into heap and stacks
+//! vs binary and files: code paged in by a link's first start counts too),
+//! its open fds and threads (idle, 1 link,
 //! 100 links), and the daemon binary's size. Traffic
 //! figures are medians of alternating direct/relay rounds.
 
@@ -63,6 +65,7 @@ fn main() {
     assert!(wait_for(&target, Duration::from_secs(10)), "link injected");
     std::thread::sleep(Duration::from_millis(500));
     let one_res = daemon.resources();
+    let one_rss = daemon.rss_kib();
 
     // On a 2-core machine client, relay and server compete for CPU and one
     // run can differ from the next by 2x: alternate direct and relay rounds
@@ -108,6 +111,7 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let rss_100 = daemon.rss_kib();
+    let (anon_100, file_100) = (daemon.status_kib("RssAnon:"), daemon.status_kib("RssFile:"));
     let res_100 = daemon.resources();
     let size = std::fs::metadata(daemon_binary())
         .map(|m| m.len())
@@ -132,9 +136,12 @@ fn main() {
     );
     println!("new connections/s: direct {direct_cps:.0}, relay {relay_cps:.0}");
     println!(
-        "daemon RSS: idle {:.2} MiB, 100 links {:.2} MiB",
+        "daemon RSS: idle {:.2} MiB, 1 link {:.2} MiB, 100 links {:.2} MiB (heap and stacks {:.2}, binary and files {:.2})",
         idle_rss as f64 / 1024.0,
-        rss_100 as f64 / 1024.0
+        one_rss as f64 / 1024.0,
+        rss_100 as f64 / 1024.0,
+        anon_100 as f64 / 1024.0,
+        file_100 as f64 / 1024.0
     );
     println!(
         "daemon fds/threads: idle {}/{}, 1 link {}/{}, 100 links {}/{}",
@@ -172,10 +179,15 @@ impl Daemon {
     }
 
     fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// A `kB` figure of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`, ...).
+    fn status_kib(&self, key: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     }

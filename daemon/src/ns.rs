@@ -41,7 +41,7 @@
 //! caller to compare with the provider ([`crate::link`] does, once per
 //! listener).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, ErrorKind, Read};
@@ -138,7 +138,8 @@ pub struct Injected {
     pub consumer: Pid,
     pub path: PathBuf,
     pub kind: NodeKind,
-    /// The directory the node was created in (O_PATH).
+    /// The directory the node was created in (O_PATH; shared by the nodes
+    /// of one directory).
     dir: Arc<OwnedFd>,
     name: OsString,
     /// (st_dev, st_ino) of the node we created.
@@ -157,6 +158,28 @@ impl Injected {
 fn injected_sockets() -> &'static Mutex<HashSet<(u64, u64)>> {
     static SET: std::sync::OnceLock<Mutex<HashSet<(u64, u64)>>> = std::sync::OnceLock::new();
     SET.get_or_init(Default::default)
+}
+
+/// One descriptor per directory holding injected nodes: links whose
+/// targets share a directory (a consumer's `/run/pv/services/`) share its
+/// handle instead of holding one each. A directory is its (dev, ino),
+/// whichever mount or path it was opened through.
+fn shared_dir(dir: OwnedFd, target: &Path) -> Result<Arc<OwnedFd>, NsError> {
+    type Dirs = Mutex<HashMap<(u64, u64), std::sync::Weak<OwnedFd>>>;
+    static DIRS: std::sync::OnceLock<Dirs> = std::sync::OnceLock::new();
+    let st = fstat(&dir).map_err(PathError::at("stat the directory of", target))?;
+    let key = (st.st_dev, st.st_ino);
+    let mut dirs = DIRS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(held) = dirs.get(&key).and_then(std::sync::Weak::upgrade) {
+        return Ok(held);
+    }
+    dirs.retain(|_, d| d.strong_count() > 0);
+    let dir = Arc::new(dir);
+    dirs.insert(key, Arc::downgrade(&dir));
+    Ok(dir)
 }
 
 /// Whether (dev, ino) is one of our own injected listeners.
@@ -200,13 +223,14 @@ pub async fn inject_socket(
             .unwrap_or_else(|p| p.into_inner())
             .insert(node);
         consumer.check()?;
+        let dir = shared_dir(dir, &target)?;
         Ok((
             listener,
             Injected {
                 consumer: pid,
                 path: target,
                 kind: NodeKind::Socket,
-                dir: Arc::new(dir),
+                dir,
                 name,
                 node,
             },
@@ -259,11 +283,12 @@ pub async fn mknod_in_consumer(
         )
         .map_err(PathError::at("chown", &target))?;
         consumer.check()?;
+        let dir = shared_dir(dir, &target)?;
         Ok(Injected {
             consumer: pid,
             path: target,
             kind: NodeKind::CharDevice { rdev: st.st_rdev },
-            dir: Arc::new(dir),
+            dir,
             name,
             node: (st.st_dev, st.st_ino),
         })

@@ -8,6 +8,7 @@
 //! removes whatever is left when the test process ends.
 
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 
 use crate::appengine::{Appengine, BootOptions, Examples};
@@ -17,9 +18,15 @@ pub struct Group {
     name: &'static str,
     /// The examples to install; `None`: every example.
     examples: Option<&'static [&'static str]>,
+    /// Makes test-only pvrexports to install too (see
+    /// [`Group::with_exports`]).
+    extra: Option<ExtraExports>,
     tests: usize,
     state: Mutex<State>,
 }
+
+/// Writes pvrexports into the given directory and returns their paths.
+pub type ExtraExports = fn(&std::path::Path) -> anyhow::Result<Vec<PathBuf>>;
 
 #[derive(Default)]
 struct State {
@@ -50,12 +57,20 @@ impl Group {
         Group {
             name,
             examples,
+            extra: None,
             tests,
             state: Mutex::new(State {
                 booted: None,
                 finished: 0,
             }),
         }
+    }
+
+    /// Also installs the pvrexports `extra` writes (containers a test
+    /// builds itself, e.g. with [`crate::examples::busybox_export`]).
+    pub const fn with_exports(mut self, extra: ExtraExports) -> Self {
+        self.extra = Some(extra);
+        self
     }
 
     /// The group's appengine (booted and READY), for one test.
@@ -69,14 +84,10 @@ impl Group {
                 Some(names) => Examples::only(names),
                 None => Examples::All,
             };
-            let r = Appengine::boot(BootOptions {
-                group: self.name.into(),
-                examples,
-                wait_ready: true,
-                ..Default::default()
-            })
-            .map(Arc::new)
-            .map_err(|e| format!("{e:#}"));
+            let r = self
+                .boot(examples)
+                .map(Arc::new)
+                .map_err(|e| format!("{e:#}"));
             if let Ok(ae) = &r {
                 LIVE.lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -95,6 +106,24 @@ impl Group {
             }
             None => unreachable!("booted just above"),
         }
+    }
+}
+
+impl Group {
+    fn boot(&self, examples: Examples) -> anyhow::Result<Appengine> {
+        // Copied into the container at boot: the files can go after.
+        let dir = tempfile::tempdir()?;
+        let extra_exports = match self.extra {
+            Some(make) => make(dir.path())?,
+            None => Vec::new(),
+        };
+        Appengine::boot(BootOptions {
+            group: self.name.into(),
+            examples,
+            extra_exports,
+            wait_ready: true,
+            ..Default::default()
+        })
     }
 }
 

@@ -813,9 +813,13 @@ pub async fn serve(
                     }
                     over_cap = 0;
                 }
+                // Counted here, not in the task: a burst of accepts must
+                // see the sessions it already started, or it overshoots
+                // the cap (and the fds it bounds) until they first run.
+                let live = LiveGuard::new(base.stats.clone());
                 let (session, mediation) = (base.clone(), mediation.clone());
                 if let Err(err) = workers::spawn_session(&sessions, stream, |stream| {
-                    run_session(stream, session, mediation)
+                    run_session(live, stream, session, mediation)
                 }) {
                     link_event!(Level::WARN, base.spec, reason = %err, "cannot hand the connection to a session worker");
                 }
@@ -889,8 +893,13 @@ impl Drop for LiveGuard {
     }
 }
 
-async fn run_session(stream: UnixStream, session: Session, mediation: Arc<Mediation>) {
-    let _live = LiveGuard::new(session.stats.clone());
+/// `_live` is released last, after both of the session's sockets closed.
+async fn run_session(
+    _live: LiveGuard,
+    stream: UnixStream,
+    session: Session,
+    mediation: Arc<Mediation>,
+) {
     let shutdown = session.shutdown.clone();
     let served = CatchUnwind(Box::pin(mediation.serve(stream, &session)));
     let outcome = tokio::select! {
