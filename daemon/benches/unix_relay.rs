@@ -12,7 +12,8 @@
 //! `PVX_BENCH_DAEMON=<path>` benchmarks another build of the daemon (e.g.
 //! the previous commit's, for before/after ratios on a noisy machine).
 //!
-//! Prints: throughput of 64 KiB writes, 1-byte round-trip p50/p99, new
+//! Prints: throughput of 64 KiB writes, 1-byte round-trip p50/p99 (and the
+//! daemon's context switches per round trip), new
 //! connections per second (connect, 1-byte echo, close), the daemon's idle
 //! RSS, its RSS with 1 and 100 links (the latter split into heap and stacks
 //! vs binary and files: code paged in by a link's first start counts too),
@@ -71,13 +72,16 @@ fn main() {
     // and report medians, with the spread.
     let (mut dt, mut rt, mut dcps, mut rcps) = (vec![], vec![], vec![], vec![]);
     let (mut d50s, mut d99s, mut r50s, mut r99s) = (vec![], vec![], vec![], vec![]);
+    let mut rctxt = vec![];
     for _ in 0..ROUNDS {
         dt.push(throughput(&provider));
         rt.push(throughput(&target));
         let (a, b) = rtt(&provider);
         d50s.push(a);
         d99s.push(b);
+        let before = daemon.ctxt();
         let (a, b) = rtt(&target);
+        rctxt.push((daemon.ctxt() - before) as f64 / (RTT_ITERS + 1000) as f64);
         r50s.push(a);
         r99s.push(b);
         dcps.push(conns_per_sec(&provider));
@@ -125,6 +129,10 @@ fn main() {
     println!(
         "1-byte RTT: direct p50 {d50:.1} us p99 {d99:.1} us; relay p50 {r50:.1} us p99 {r99:.1} us ({:.2}x p50)",
         r50 / d50
+    );
+    println!(
+        "daemon context switches per relayed round trip: {:.2}",
+        median(&mut rctxt)
     );
     println!("new connections/s: direct {direct_cps:.0}, relay {relay_cps:.0}");
     println!(
@@ -192,6 +200,24 @@ impl Daemon {
                 .unwrap_or(0)
         };
         (count("fd"), count("task"))
+    }
+
+    /// Context switches of every thread of the daemon so far.
+    fn ctxt(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.0.id())) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .map(|t| {
+                std::fs::read_to_string(t.path().join("status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     fn stop(&mut self) {

@@ -20,7 +20,9 @@
 //!   into checked types (a consumer is never the host).
 //! - [`link`]: one running link (mediation, accept loop, sessions,
 //!   teardown) and the per-type mediations: [`link::unix`], [`link::rest`],
-//!   [`link::dbus`], [`link::drm`], [`link::input`], [`link::wayland`].
+//!   [`link::dbus`], [`link::drm`], [`link::input`], [`link::wayland`];
+//!   [`link::workers`] are the threads (one current-thread runtime each)
+//!   its sessions run on.
 //! - [`ns`]: namespace plumbing on dedicated OS threads: inject listeners and
 //!   device nodes into a consumer, reach a provider's socket or device
 //!   resolved inside the provider's root.

@@ -81,6 +81,12 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_sessions as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_sessions_per_link: u32,
+
+    /// Threads serving the links' connections (each a single-threaded
+    /// event loop a connection stays on); 0: one per CPU, at most 4.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    session_workers: usize,
+
     /// The daemon's status socket (served by the daemon, read by `status`).
     /// Its directory is one Pantavisor does not mount into containers.
     #[arg(long, value_name = "PATH", global = true, default_value = status::DEFAULT_SOCKET)]
@@ -164,10 +170,19 @@ fn run_daemon(cli: Cli) -> ExitCode {
         Ok(_) => {}
         Err(e) => warn!("cannot raise the open files limit: {e}"),
     }
-    // An embedded daemon: two workers are plenty; namespace work runs on
-    // its own short-lived threads anyway.
+    let workers = match cli.session_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        n => n,
+    };
+    if let Err(e) = link::workers::start(workers) {
+        error!("cannot start the session workers: {e}");
+        return ExitCode::FAILURE;
+    }
+    // The control plane (graph, reconcile, status): one worker is plenty;
+    // namespace work runs on its own short-lived threads, and the links'
+    // traffic on the session workers.
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("pv-xconnect")
         .enable_all()
         .build()

@@ -604,6 +604,9 @@ pub enum Listener {
     Exited(i32),
     /// It lives in a pid namespace the daemon cannot see into.
     Unseen,
+    /// It could not be looked at just now (the daemon is out of fds or
+    /// memory): no verdict either way; ask again on a later connection.
+    Unknown(String),
 }
 
 impl Listener {
@@ -625,7 +628,8 @@ impl Listener {
         };
         let process = match Process::open(pid, "listener") {
             Ok(p) => p,
-            Err(_) => return Listener::Exited(pid),
+            Err(e) if e.is_gone() => return Listener::Exited(pid),
+            Err(e) => return Listener::Unknown(e.to_string()),
         };
         if let Some(fd) = pidfd {
             // Alive now means the number was still the listener's when

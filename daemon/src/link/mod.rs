@@ -44,6 +44,9 @@
 //! is public so tests and benchmarks run this very loop on a listener of
 //! their own.
 //!
+//! Accept loops and sessions run on the session [`workers`] (one
+//! current-thread runtime per core), not on the control runtime.
+//!
 //! [`LinkHandle::stop`] cancels the link's token, removes what was
 //! injected if it is still ours, and waits for the accept loop (which
 //! gives its sessions [`SESSION_DRAIN`] to end), then says what it did
@@ -55,6 +58,7 @@ pub mod input;
 pub mod rest;
 pub mod unix;
 pub mod wayland;
+pub mod workers;
 
 use std::any::Any;
 use std::fmt;
@@ -342,24 +346,31 @@ impl Provider {
                 resolved.listener.store(pid, Ordering::Relaxed);
                 Ok(())
             }
-            Err(why) => {
+            // This session fails; the link stays (a later one asks again).
+            Err(Verdict::Undecided(why)) => Err(NsError::Io(std::io::Error::other(format!(
+                "cannot check who serves the provider socket now: {why}"
+            )))),
+            Err(Verdict::Refused(why)) => {
                 self.refused.send_replace(Some(why.clone()));
                 Err(NsError::Refused(why))
             }
         }
     }
 
-    fn judge(&self, stream: &std::os::unix::net::UnixStream) -> Result<(), String> {
+    fn judge(&self, stream: &std::os::unix::net::UnixStream) -> Result<(), Verdict> {
         let path = self.socket.display();
-        let Some(process) = self.process().map_err(|e| e.to_string())? else {
+        let Some(process) = self
+            .process()
+            .map_err(|e| Verdict::Refused(e.to_string()))?
+        else {
             // The hosted bus: a host path Pantavisor chose, in our own root.
             return Ok(());
         };
         let outside = |detail: String| {
-            format!(
+            Verdict::Refused(format!(
                 "provider socket {path} is served from outside container {} ({detail})",
                 crate::logging::Escaped(&self.name)
-            )
+            ))
         };
         match Listener::of(stream) {
             Listener::Process(l)
@@ -377,8 +388,17 @@ impl Provider {
             Listener::Unseen => Err(outside(
                 "listener in a pid namespace pv-xconnect cannot see".into(),
             )),
+            Listener::Unknown(why) => Err(Verdict::Undecided(why)),
         }
     }
+}
+
+/// Why [`Provider::judge`] did not accept a listener.
+enum Verdict {
+    /// Served from outside the provider: the link is refused.
+    Refused(String),
+    /// Could not be told now (out of fds): only this session fails.
+    Undecided(String),
 }
 
 /// Everything a mediation needs to serve one accepted consumer connection.
@@ -664,9 +684,13 @@ pub async fn start_with(
     let mediation = Mediation::prepare_for(spec.clone(), pinned, options).await?;
     let (std_listener, injected) =
         ns::inject_socket(&consumer, pids.consumer, &spec.target).await?;
-    let listener = std_listener
-        .set_nonblocking(true)
-        .and_then(|()| UnixListener::from_std(std_listener));
+    // The accept loop (and the sessions it keeps) runs on a session
+    // worker: the listener joins that worker's epoll.
+    let home = workers::home();
+    let listener = std_listener.set_nonblocking(true).and_then(|()| {
+        let _in = home.enter();
+        UnixListener::from_std(std_listener)
+    });
     let listener = match listener {
         Ok(l) => l,
         Err(e) => {
@@ -680,7 +704,7 @@ pub async fn start_with(
         Some(mediation.provider.clone()),
         shutdown.clone(),
     );
-    let accept = tokio::spawn(serve(listener, mediation, stats.clone(), shutdown.clone()));
+    let accept = home.spawn(serve(listener, mediation, stats.clone(), shutdown.clone()));
     Ok(LinkHandle {
         stats,
         shutdown,
@@ -799,7 +823,12 @@ pub async fn serve(
                 // see the sessions it already started, or it overshoots
                 // the cap (and the fds it bounds) until they first run.
                 let live = LiveGuard::new(base.stats.clone());
-                sessions.spawn(run_session(live, stream, base.clone(), mediation.clone()));
+                let (session, mediation) = (base.clone(), mediation.clone());
+                if let Err(err) = workers::spawn_session(&sessions, stream, |stream| {
+                    run_session(live, stream, session, mediation)
+                }) {
+                    link_event!(Level::WARN, base.spec, reason = %err, "cannot hand the connection to a session worker");
+                }
             }
             Err(err) if is_exhaustion(&err) => {
                 if !exhausted {
