@@ -12,7 +12,12 @@ pub const NOBODY: (u32, u32) = (65534, 65534);
 pub const MAX_PASSWD: usize = 1 << 20;
 
 /// Resolve `role` against the text of a passwd file; `None` if unknown.
+/// An empty role is unknown: a line with an empty name (which a provider
+/// can write) must not give it an identity.
 pub fn lookup(role: &str, passwd: &str) -> Option<(u32, u32)> {
+    if role.is_empty() {
+        return None;
+    }
     let by_uid = role.parse::<u32>().ok();
     for line in passwd.lines() {
         let mut f = line.split(':');
@@ -51,5 +56,8 @@ mod tests {
         assert_eq!(lookup("", PASSWD), None);
         // A prefix of a name is not that name.
         assert_eq!(lookup("oper", PASSWD), None);
+        // Found by fuzzing: a line with an empty name gave the empty role
+        // its uid.
+        assert_eq!(lookup("", ":x:0:0::/:/bin/sh\n"), None);
     }
 }
