@@ -63,6 +63,10 @@ pub const KNOWN: &[&str] = &[
 /// instead; with the hosted bus on, that server's export is refused).
 pub const HOSTED_BUS: &[&str] = &["pv-example-dbus-host-server", "pv-example-dbus-host-client"];
 
+/// Providers whose export exists only where the appengine has
+/// `/dev/uinput` (the input provider makes its evdev node with it).
+pub const NEEDS_UINPUT: &[&str] = &["pv-example-input-provider"];
+
 /// `harness.json`: per-example rootfs extras.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
