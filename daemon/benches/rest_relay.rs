@@ -63,7 +63,10 @@ fn main() {
     .unwrap();
     let daemon = Proxy::daemon(&graph, dir.path());
     let target = consumer.path(inside);
-    assert!(wait_for(&target, Duration::from_secs(10)), "link injected");
+    assert!(
+        pv_testkit::procstat::wait_for_path(&target, Duration::from_secs(10)),
+        "link injected"
+    );
     let nginx = Proxy::nginx(&provider, dir.path());
 
     let mut paths: Vec<(&str, PathBuf, Option<&Proxy>)> = vec![
@@ -311,7 +314,7 @@ impl Proxy {
             .stdout(Stdio::null())
             .spawn()
             .ok()?;
-        if !wait_for(&socket, Duration::from_secs(10)) {
+        if !pv_testkit::procstat::wait_for_path(&socket, Duration::from_secs(10)) {
             println!(
                 "nginx did not start: see {}",
                 ngx.join("error.log").display()
@@ -345,28 +348,12 @@ impl Proxy {
 
     /// Context switches (all threads) and CPU ticks (utime + stime) so far.
     fn usage(&self) -> (u64, u64) {
-        let (mut ctxt, mut ticks) = (0, 0);
-        for pid in self.pids() {
-            if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-                for t in tasks.flatten() {
-                    let status =
-                        std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-                    ctxt += status
-                        .lines()
-                        .filter(|l| l.contains("ctxt_switches:"))
-                        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
-                        .sum::<u64>();
-                }
-            }
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let f: Vec<&str> = stat
-                .rsplit_once(") ")
-                .map(|(_, r)| r.split_whitespace().collect())
-                .unwrap_or_default();
-            ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        }
-        (ctxt, ticks)
+        self.pids().into_iter().fold((0, 0), |(c, t), pid| {
+            (
+                c + pv_testkit::procstat::ctxt_switches(pid),
+                t + pv_testkit::procstat::cpu_ticks(pid),
+            )
+        })
     }
 }
 
@@ -386,15 +373,4 @@ fn ticks_per_sec() -> f64 {
         Ok(Some(t)) if t > 0 => t as f64,
         _ => 100.0,
     }
-}
-
-fn wait_for(p: &Path, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if p.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }

@@ -62,7 +62,10 @@ fn main() {
     let inside = PathBuf::from("/run/pv/relay.sock");
     let target = consumer.path(&inside);
     std::fs::write(&graph, graph_json(pids, &[&inside])).unwrap();
-    assert!(wait_for(&target, Duration::from_secs(10)), "link injected");
+    assert!(
+        pv_testkit::procstat::wait_for_path(&target, Duration::from_secs(10)),
+        "link injected"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let one_res = daemon.resources();
     let one_rss = daemon.rss_kib();
@@ -105,7 +108,7 @@ fn main() {
     std::fs::write(&graph, graph_json(pids, &all)).unwrap();
     for t in &targets {
         assert!(
-            wait_for(&consumer.path(t), Duration::from_secs(20)),
+            pv_testkit::procstat::wait_for_path(&consumer.path(t), Duration::from_secs(20)),
             "100 links injected"
         );
     }
@@ -204,20 +207,7 @@ impl Daemon {
 
     /// Context switches of every thread of the daemon so far.
     fn ctxt(&self) -> u64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.0.id())) else {
-            return 0;
-        };
-        tasks
-            .flatten()
-            .map(|t| {
-                std::fs::read_to_string(t.path().join("status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.contains("ctxt_switches:"))
-                    .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
-                    .sum::<u64>()
-            })
-            .sum()
+        pv_testkit::procstat::ctxt_switches(self.0.id())
     }
 
     fn stop(&mut self) {
@@ -248,17 +238,6 @@ fn graph_json((consumer, provider): (i32, i32), targets: &[&PathBuf]) -> String 
         })
         .collect();
     format!("[{}]", items.join(","))
-}
-
-fn wait_for(p: &Path, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if p.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 /// Provider: first byte selects the mode: `S` sink (count bytes, answer 8

@@ -12,6 +12,7 @@
 //! - [`sandbox`]: a fresh pid namespace to run a daemon and containers
 //!   in, where the next pid can be chosen (`ns_last_pid`).
 //! - [`logs`]: capture this thread's tracing output to assert on log lines.
+//! - [`procstat`]: context switches and CPU time of a process (benchmarks).
 //! - [`require`]: [`require_root`] and [`require_tool`], which fail a test
 //!   with a clear message when the machine lacks what it needs (CI
 //!   installs everything: nothing is skipped).
@@ -33,6 +34,7 @@ pub mod container;
 pub mod eventually;
 pub mod listen;
 pub mod logs;
+pub mod procstat;
 pub mod pvctrl;
 pub mod require;
 pub mod sandbox;
