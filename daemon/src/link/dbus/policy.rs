@@ -62,6 +62,7 @@
 //! | any other reply                                      | dropped | same |
 //! | `NameOwnerChanged` about a hidden name               | dropped | same |
 //! | broadcast signal from a sender without `Talk`        | dropped | same |
+//! | broadcast signal without a sender (a bus never sends one) | dropped | forwarded as the bus's |
 //! | call or unicast signal to the consumer               | forward; the sender becomes `See` | same |
 //!
 //! Every row is a unit test (`policy/tests.rs`); the rows a client can
@@ -77,7 +78,8 @@
 //! names, and such a call names none); a reused outstanding serial
 //! disconnects; bookkeeping is bounded ([`MAX_TRACKED`]) and a unique name's
 //! knowledge is dropped when it leaves the bus (xdg-dbus-proxy keeps it
-//! forever). The role masquerade (every connection carries the role's uid)
+//! forever); a sender-less broadcast is dropped, not taken for the bus's.
+//! The role masquerade (every connection carries the role's uid)
 //! is ours alone: xdg-dbus-proxy connects with its own credentials.
 
 use std::collections::{HashMap, HashSet};
@@ -602,7 +604,13 @@ impl Filter {
             return FromBus::Forward;
         }
         if h.kind == MessageType::Signal && h.destination.is_none() {
-            if self.access(h.sender.as_deref()) < Access::Talk {
+            // dbus-daemon stamps a sender on everything it routes, so a
+            // sender-less broadcast cannot be the bus's: nobody vouches
+            // for it (xdg-dbus-proxy would take it for the bus's own).
+            let Some(sender) = h.sender.as_deref() else {
+                return FromBus::Drop("broadcast without a sender");
+            };
+            if self.access(Some(sender)) < Access::Talk {
                 return FromBus::Drop("broadcast from a sender without Talk");
             }
             return FromBus::Forward;

@@ -559,6 +559,10 @@ fn broadcasts_need_a_sender_with_talk() {
     assert_eq!(f.from_bus(&s, None), FromBus::Forward);
     let s = incoming(MessageType::Signal, BUS, None);
     assert_eq!(f.from_bus(&s, None), FromBus::Forward);
+    // Found by the dbus_policy fuzz target: no sender is nobody, not the bus.
+    let mut s = incoming(MessageType::Signal, BUS, None);
+    s.sender = None;
+    assert!(matches!(f.from_bus(&s, None), FromBus::Drop(_)));
     // Subtree rules learnt their owners from ListNames.
     let f = connected("org.pantavisor.Sub.*");
     assert_eq!(f.access(Some(":1.5")), Access::Talk);
