@@ -34,10 +34,11 @@ const REUSED_TARGET: &str = "/run/pv/services/reused.sock";
 static RES: Group = Group::new("resilience", &[SERVER, CLIENT], 5).with_exports(test_exports);
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// A busybox container idling until stopped (a shell as PID 1 must trap
-/// SIGTERM itself, or a stop waits for the SIGKILL).
+/// A busybox container idling until stopped (a shell as PID 1 ignores
+/// signals it does not trap: it traps LXC's halt signal, SIGPWR, or a stop
+/// waits for the SIGKILL).
 fn idle(name: &str, args: Value, services: Option<Value>) -> ContainerSpec {
-    let script = "trap 'exit 0' TERM INT; while :; do sleep 1000 & wait $!; done";
+    let script = "trap 'exit 0' PWR TERM INT; while :; do sleep 1000 & wait $!; done";
     ContainerSpec {
         name: name.into(),
         args: serde_json::from_value::<Map<String, Value>>(args).expect("args object"),
