@@ -25,6 +25,8 @@ const THIEF: &str = "pvx-ctrl-thief";
 /// Consumes the thief's service.
 const THIEF_CONSUMER: &str = "pvx-ctrl-consumer";
 const STOLEN: &str = "stolen-ctrl";
+/// Where every container sees the host's pv-ctrl.
+const PV_CTRL: &str = "/pantavisor/pv-ctrl";
 const STOLEN_TARGET: &str = "/run/pv/services/stolen.sock";
 /// A second consumer of raw-unix, stopped so that its stale pid can be
 /// handed to another process.
@@ -53,7 +55,7 @@ fn test_exports(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             THIEF,
             json!({}),
             Some(json!({"#spec": "service-manifest-xconnect@1",
-                "services": [{"name": STOLEN, "type": "unix", "socket": "/pantavisor/pv-ctrl"}]})),
+                "services": [{"name": STOLEN, "type": "unix", "socket": PV_CTRL}]})),
         ),
         idle(
             THIEF_CONSUMER,
@@ -256,7 +258,7 @@ fn a_provider_exporting_the_hosts_pv_ctrl_never_serves_its_consumer() {
         &ae,
         THIEF_CONSUMER,
         STOLEN,
-        &format!("provider socket is served from outside container {THIEF}"),
+        &format!("provider socket {PV_CTRL} is served from outside container {THIEF}"),
         30,
     );
     println!("{line}");
