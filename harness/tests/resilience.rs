@@ -234,36 +234,61 @@ fn a_provider_exporting_the_hosts_pv_ctrl_never_serves_its_consumer() {
     let pid = link["consumer_pid"].as_i64().expect("pid");
     let mark = ae.console_log(CLIENT).len();
 
-    // What the consumer would do with management access: stop the unix
-    // server. pv-ctrl answers every request, so any answer (or the stop)
-    // means the request reached it.
-    let body = r#"{"action":"stop"}"#;
-    let request = format!(
-        "PUT /containers/{SERVER} HTTP/1.0\\r\\nHost: localhost\\r\\nContent-Type: application/json\\r\\nContent-Length: {}\\r\\n\\r\\n{body}",
-        body.len()
-    );
-    for _ in 0..3 {
-        let out = ae
-            .exec(&[
-                "sh",
-                "-c",
-                &format!(
-                    "printf '{request}' | nc -N -w 5 -U /proc/{pid}/root{STOLEN_TARGET}; true"
-                ),
-            ])
-            .expect("exec");
-        assert_eq!(out.stdout, "", "pv-ctrl answered the consumer");
-    }
-    let line = wait_status(
-        &ae,
-        THIEF_CONSUMER,
-        STOLEN,
-        &format!("provider socket {PV_CTRL} is served from outside container {THIEF}"),
-        30,
-    );
-    println!("{line}");
+    ae.wait_for("provider STARTED", Duration::from_secs(30), |ae| {
+        Ok((ae.container_status(SERVER)?.as_deref() == Some("STARTED")).then_some(()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let log_mark = ae.pantavisor_log().len();
+
+    // What the consumer would do with management access: read the
+    // containers (pv-ctrl answers at once) and stop the unix server
+    // (answered after the container's loggers stop, 5 s: the stop itself
+    // is the evidence). Any byte back means a request reached pv-ctrl.
+    let http = |head: &str, body: &str| {
+        format!(
+            "{head} HTTP/1.0\\r\\nHost: localhost\\r\\nContent-Type: application/json\\r\\nContent-Length: {}\\r\\n\\r\\n{body}",
+            body.len()
+        )
+    };
+    let requests = [
+        http("GET /containers", ""),
+        http(&format!("PUT /containers/{SERVER}"), r#"{"action":"stop"}"#),
+    ];
+    // The refusal is shown while the link waits for its retry (the poll
+    // period), then it is injected again: ask for it after each attempt.
+    let refusal = format!("provider socket {PV_CTRL} is served from outside container {THIEF}");
+    let mut attempts = 0;
+    let line = ae
+        .wait_for(
+            &format!("{THIEF_CONSUMER}/{STOLEN} status containing {refusal:?}"),
+            Duration::from_secs(30),
+            |ae| {
+                for request in &requests {
+                    let out = ae.exec(&[
+                        "sh",
+                        "-c",
+                        &format!(
+                            "printf '{request}' | nc -N -w 5 -U /proc/{pid}/root{STOLEN_TARGET}; true"
+                        ),
+                    ])?;
+                    assert_eq!(out.stdout, "", "pv-ctrl answered the consumer");
+                    attempts += 1;
+                }
+                let line = link_status(ae, THIEF_CONSUMER, STOLEN);
+                Ok(line.contains(&refusal).then_some(line))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("after {attempts} requests: {line}");
     assert!(line.contains("bytes=0"), "bytes relayed: {line}");
-    std::thread::sleep(Duration::from_secs(2));
+    // Past the 5 s a stop takes to reach the halt signal.
+    std::thread::sleep(Duration::from_secs(7));
+    let log = ae.pantavisor_log();
+    let fresh = log.get(log_mark..).unwrap_or(&log);
+    assert!(
+        !fresh.contains(&format!("stopping platform '{SERVER}'")),
+        "the consumer's stop reached pv-ctrl:\n{fresh}"
+    );
     assert_eq!(
         ae.container_status(SERVER).expect("ls").as_deref(),
         Some("STARTED"),
