@@ -4,7 +4,8 @@
 //! `/volumes/<c>/root.squashfs`, put `/volumes/<c>/lxc-overlay` on a tmpfs
 //! (an overlay upper dir on Docker's overlay root fails with EINVAL), write
 //! an LXC 5 config translated from the pvr-generated `lxc.container.conf`,
-//! `lxc-start -d`, and read the init pid with `lxc-info -p -H`.
+//! `lxc-start -d` with `lxc.init.cmd` split as the Pantacor LXC fork splits
+//! it ([`split_init_cmd`]), and read the init pid with `lxc-info -p -H`.
 //!
 //! [`ProcessRuntime`] runs the config's `lxc.init.cmd` as a plain host
 //! process (no namespaces) with its output in console.log. It exists so the
@@ -159,6 +160,73 @@ impl Runtime for ProcessRuntime {
             halt: halt_signal(&conf),
         }))
     }
+}
+
+/// Splits `lxc.init.cmd` into argv as the Pantacor LXC fork does
+/// (`split_init_cmd` in its lxccontainer.c), which is what runs
+/// containers on a real Pantavisor: words are separated by spaces (only
+/// spaces); a double-quoted string is one word, in which `\"` and `\\`
+/// stand for `"` and `\` and any other backslash is kept; a quote right
+/// after a word's characters ends that word; single quotes are ordinary
+/// characters; an unterminated string keeps its opening quote.
+///
+/// pvr quotes every `Cmd` word but the first (`/bin/sh "-c" "exit 0"`);
+/// Debian's LXC 5 splits on spaces only and would pass those words with
+/// their quotes, so appengine-lite hands LXC this argv itself.
+pub fn split_init_cmd(cmd: &str) -> Vec<String> {
+    #[derive(Clone, Copy)]
+    enum S {
+        Space,
+        Arg,
+        Str,
+        StrEsc,
+    }
+    let mut argv = Vec::new();
+    let mut word = String::new();
+    let mut s = S::Space;
+    for c in cmd.chars() {
+        s = match s {
+            S::Space if c == '"' => S::Str,
+            S::Space if c == ' ' => S::Space,
+            S::Space => {
+                word.push(c);
+                S::Arg
+            }
+            S::Arg if c == '"' => {
+                argv.push(std::mem::take(&mut word));
+                S::Str
+            }
+            S::Arg if c == ' ' => {
+                argv.push(std::mem::take(&mut word));
+                S::Space
+            }
+            S::Str if c == '"' => {
+                argv.push(std::mem::take(&mut word));
+                S::Space
+            }
+            S::Str if c == '\\' => S::StrEsc,
+            S::Arg | S::Str => {
+                word.push(c);
+                s
+            }
+            S::StrEsc => {
+                if c != '"' && c != '\\' {
+                    word.push('\\');
+                }
+                word.push(c);
+                S::Str
+            }
+        };
+    }
+    match s {
+        S::Space => {}
+        S::Arg => argv.push(word),
+        S::Str => argv.push(format!("\"{word}")),
+        // The fork keeps the opening quote only when the string itself is
+        // unterminated, not when it ends on a lone backslash.
+        S::StrEsc => argv.push(format!("{word}\\")),
+    }
+    argv
 }
 
 /// Last value of `key` in an LXC config.
@@ -390,15 +458,26 @@ impl Runtime for LxcRuntime {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        run(Command::new("lxc-start")
+        let conf_text =
+            fs::read_to_string(&conf).with_context(|| format!("reading {}", conf.display()))?;
+        let mut start = Command::new("lxc-start");
+        start
             .arg("-P")
             .arg(&lxc_path)
             .args(["-n", &c.name, "-f"])
             .arg(&conf)
             .arg("-d")
             .args(["-l", "INFO", "-o"])
-            .arg(self.paths.lxc_log(&c.name)))
-        .with_context(|| {
+            .arg(self.paths.lxc_log(&c.name));
+        // The fork's argv, given after `--`, replaces LXC 5's own split of
+        // `lxc.init.cmd` (none: LXC's `/sbin/init`, as upstream).
+        let argv = conf_value(&conf_text, "lxc.init.cmd")
+            .map(|cmd| split_init_cmd(&cmd))
+            .unwrap_or_default();
+        if !argv.is_empty() {
+            start.arg("--").args(&argv);
+        }
+        run(&mut start).with_context(|| {
             format!(
                 "lxc-start of '{}' (see {})",
                 c.name,
@@ -429,7 +508,7 @@ impl Runtime for LxcRuntime {
                         lxc_path,
                         name: c.name.clone(),
                         pid,
-                        halt: halt_signal(&std::fs::read_to_string(&conf).unwrap_or_default()),
+                        halt: halt_signal(&conf_text),
                     }));
                 }
                 if state == "STOPPED" {
@@ -537,6 +616,37 @@ mod tests {
         assert_eq!(halt_signal("lxc.signal.halt = TERM\n"), Signal::SIGTERM);
         assert_eq!(halt_signal("lxc.signal.halt = 10\n"), Signal::SIGUSR1);
         assert_eq!(halt_signal("lxc.signal.halt = nonsense\n"), Signal::SIGPWR);
+    }
+
+    /// The Pantacor LXC fork's split of `lxc.init.cmd`, one case per turn
+    /// of its state machine (SPACE, ARG, STR, STR_ESC).
+    #[test]
+    fn init_cmd_is_split_like_the_pantacor_lxc_fork() {
+        // pvr's rendering of Cmd ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 1"].
+        assert_eq!(
+            split_init_cmd(r#"/bin/sh "-c" "trap 'exit 0' TERM; sleep 1""#),
+            ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 1"]
+        );
+        assert_eq!(
+            split_init_cmd("/app/watchdog_pinger"),
+            ["/app/watchdog_pinger"]
+        );
+        assert_eq!(split_init_cmd("  a   b  "), ["a", "b"]);
+        assert_eq!(split_init_cmd("a\tb"), ["a\tb"], "only spaces separate");
+        assert_eq!(split_init_cmd(r#"a "" b"#), ["a", "", "b"]);
+        assert_eq!(split_init_cmd(r#"ab"c d"e"#), ["ab", "c d", "e"]);
+        assert_eq!(
+            split_init_cmd(r#""say \"hi\" \\ \n""#),
+            [r#"say "hi" \ \n"#]
+        );
+        assert_eq!(
+            split_init_cmd("'a b'"),
+            ["'a", "b'"],
+            "single quotes are plain"
+        );
+        assert_eq!(split_init_cmd(r#"a "b c"#), ["a", r#""b c"#]);
+        assert_eq!(split_init_cmd(r#""b\"#), [r#"b\"#]);
+        assert!(split_init_cmd("   ").is_empty());
     }
 
     #[test]
