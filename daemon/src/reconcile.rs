@@ -96,9 +96,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     /// What will say that the running link ended on its own, if anything.
     fn take_end(&self, handle: &mut Self::Handle) -> Option<oneshot::Receiver<LinkEnd>>;
-
-    /// Every start in flight has reported: the burst of setups is over.
-    fn starts_settled(&self) {}
 }
 
 /// The real backend: [`link::start_with`] under the daemon's shutdown
@@ -179,10 +176,6 @@ impl Backend for LinkBackend {
 
     fn take_end(&self, handle: &mut LinkHandle) -> Option<oneshot::Receiver<LinkEnd>> {
         handle.take_end()
-    }
-
-    fn starts_settled(&self) {
-        crate::sys::release_free_heap();
     }
 }
 
@@ -649,9 +642,6 @@ impl<B: Backend> Reconciler<B> {
                 result,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                if self.in_flight == 0 {
-                    self.backend.starts_settled();
-                }
                 let current = self.links.get_mut(&key).and_then(|e| match &e.slot {
                     Slot::Starting { gen: g, .. } if *g == gen => Some(e),
                     _ => None,

@@ -1,7 +1,7 @@
 //! The few raw syscalls the daemon needs that nix does not wrap the way we
 //! need them: per-thread credentials, pidfds, the listener's pidfd of a
-//! connected socket, the file-descriptor limit, and giving freed heap
-//! back. All of the crate's FFI lives here and in [`crate::fdpass`].
+//! connected socket, and the file-descriptor limit. All of the crate's FFI
+//! lives here and in [`crate::fdpass`].
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -90,18 +90,5 @@ pub fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedF
     unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
             .map_err(io::Error::from)
-    }
-}
-
-/// Give freed heap pages back to the kernel. Concurrent link setups leave
-/// free chunks between live ones in glibc's arenas, and glibc returns only
-/// the free top of a heap on its own: without this, 100 links kept about
-/// 0.6 MiB of their setups' transient memory resident. musl returns free
-/// pages by itself, so there is nothing to do there.
-pub fn release_free_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: no pointer arguments; glibc takes its arenas' locks.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
