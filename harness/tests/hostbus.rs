@@ -15,11 +15,15 @@
 //!
 //! Runs on appengine-lite (booted with `PV_APPENGINE_HOSTED_BUS`) and on a
 //! real image built with the option
-//! (`PV_APPENGINE_IMAGE=pantavisor-appengine:real-src-hostbus`).
+//! (`PV_APPENGINE_IMAGE=pantavisor-appengine:real-src-hostbus`). On a real
+//! image built without it (its `pantavisor` lacks the hosted bus) every
+//! test prints `NOT CHECKED: <test>: <why>` and asserts nothing; the
+//! appengine container is removed before Pantavisor starts, since a state
+//! requiring `system-bus` could not go live there.
 
 use std::time::Duration;
 
-use harness::appengine::{Appengine, BootOptions, Examples};
+use harness::appengine::{Appengine, BootOptions, Examples, Unsupported};
 use harness::group::Group;
 use serde_json::Value;
 
@@ -95,7 +99,10 @@ fn value_after<'a>(log: &'a str, prefix: &str) -> &'a str {
 
 #[test]
 fn hostbus_links_come_from_pantavisor_with_role_uids() {
-    let ae = HOSTBUS.enter();
+    let Some(ae) = HOSTBUS.enter_if_supported("hostbus_links_come_from_pantavisor_with_role_uids")
+    else {
+        return;
+    };
     let server = link(&ae, SERVER);
     let client = link(&ae, CLIENT);
     for l in [&server, &client] {
@@ -122,7 +129,11 @@ fn hostbus_links_come_from_pantavisor_with_role_uids() {
 
 #[test]
 fn hostbus_name_is_owned_through_pv_xconnect_as_the_servers_role() {
-    let ae = HOSTBUS.enter();
+    let Some(ae) =
+        HOSTBUS.enter_if_supported("hostbus_name_is_owned_through_pv_xconnect_as_the_servers_role")
+    else {
+        return;
+    };
     let server = link(&ae, SERVER);
     ae.wait_console(
         SERVER,
@@ -156,7 +167,11 @@ fn hostbus_name_is_owned_through_pv_xconnect_as_the_servers_role() {
 
 #[test]
 fn hostbus_client_call_is_answered_and_seen_as_its_links_uid() {
-    let ae = HOSTBUS.enter();
+    let Some(ae) =
+        HOSTBUS.enter_if_supported("hostbus_client_call_is_answered_and_seen_as_its_links_uid")
+    else {
+        return;
+    };
     let client = link(&ae, CLIENT);
     let log = client_round(&ae);
     assert!(
@@ -175,7 +190,9 @@ fn hostbus_client_call_is_answered_and_seen_as_its_links_uid() {
 
 #[test]
 fn hostbus_policy_refuses_an_undeclared_name() {
-    let ae = HOSTBUS.enter();
+    let Some(ae) = HOSTBUS.enter_if_supported("hostbus_policy_refuses_an_undeclared_name") else {
+        return;
+    };
     let log = client_round(&ae);
     let verdict = value_after(&log, "dbus-host RequestName org.pantavisor.Rogue:");
     assert!(verdict.starts_with("DENIED"), "{log}");
@@ -185,14 +202,25 @@ fn hostbus_policy_refuses_an_undeclared_name() {
 /// Pantavisor's, and a state where a container exports it is refused.
 #[test]
 fn hostbus_container_exporting_system_bus_is_refused() {
-    let ae = Appengine::boot(BootOptions {
+    let booted = Appengine::boot(BootOptions {
         group: "hostbus-refused".into(),
         examples: Examples::only(&["pv-example-dbus-server", CLIENT]),
         wait_ready: false,
         hosted_bus: true,
         ..Default::default()
-    })
-    .expect("appengine container starts");
+    });
+    let ae = match booted {
+        Ok(ae) => ae,
+        Err(e) => match e.downcast_ref::<Unsupported>() {
+            Some(why) => {
+                harness::util::note(format!(
+                    "NOT CHECKED: hostbus_container_exporting_system_bus_is_refused: {why}"
+                ));
+                return;
+            }
+            None => panic!("appengine container starts: {e:#}"),
+        },
+    };
     let needle = "platform 'pv-example-dbus-server' exports reserved service name 'system-bus' \
                   while the hosted system bus is enabled";
     let r = ae.wait_for(
