@@ -402,6 +402,64 @@ async fn filtering_follows_the_interface() {
     assert!(r.is_ok(), "RequestName with =own: {r:?}");
 }
 
+/// A hosted-bus link (the graph gives its `uid`) is not filtered by its
+/// `interface`, which upstream makes informational there: the bus's policy
+/// decides. `pv-example-dbus-host-server` declares `org.pantavisor.Example`
+/// without `=own`; filtered like a per-provider link, its `RequestName`
+/// was refused by pv-xconnect and the name never owned (the hostbus
+/// harness group timed out waiting for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_bus_links_leave_the_verdicts_to_the_bus() {
+    let bus = Bus::start().await;
+    let request_name = |address: String| async move {
+        let c = zbus_conn(&address).await;
+        c.call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            "RequestName",
+            &(NAME, 4u32),
+        )
+        .await
+        .map(|reply| reply.body().deserialize::<u32>().expect("u32 reply"))
+    };
+    // The same role and interface on a per-provider link: refused by the
+    // link's filter.
+    let filtered = bus.proxy("root", NAME).await;
+    let r = request_name(filtered.address.clone()).await;
+    assert!(
+        matches!(&r, Err(e) if e.to_string().contains("AccessDenied")),
+        "per-provider link: {r:?}"
+    );
+    // Hosted (uid 0, whom this bus lets own the name): the bus answers;
+    // the example service holds the name, so "exists" (3).
+    let hosted = bus.proxy_with("root", NAME, Some(0)).await;
+    let r = request_name(hosted.address.clone()).await;
+    assert_eq!(r.ok(), Some(3), "hosted-bus link: RequestName");
+    // And a name outside the interface is the bus's to refuse or allow:
+    // this bus lets everyone call the hidden service.
+    let (ok, out, err) = run(
+        "dbus-send",
+        &[
+            &format!("--bus={}", hosted.address),
+            "--print-reply",
+            "--dest=org.pantavisor.Hidden",
+            "/org/pantavisor/Hidden",
+            "org.pantavisor.Hidden.Secret",
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("secret"), "hosted-bus link: {err}");
+    // While the bus's own refusals still reach the consumer: uid 2 (bin)
+    // may not own the name.
+    let bin = bus.proxy_with("root", NAME, Some(2)).await;
+    let r = request_name(bin.address.clone()).await;
+    assert!(
+        matches!(&r, Err(e) if e.to_string().contains("AccessDenied")),
+        "uid 2: {r:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fds_travel_both_ways() {
     let bus = Bus::start().await;

@@ -11,7 +11,7 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 
-use crate::appengine::{Appengine, BootOptions, Examples};
+use crate::appengine::{Appengine, BootOptions, Examples, Unsupported};
 
 /// A set of tests sharing one appengine.
 pub struct Group {
@@ -31,7 +31,7 @@ pub type ExtraExports = fn(&std::path::Path) -> anyhow::Result<Vec<PathBuf>>;
 
 #[derive(Default)]
 struct State {
-    booted: Option<Result<Arc<Appengine>, String>>,
+    booted: Option<Result<Arc<Appengine>, BootFailure>>,
     finished: usize,
 }
 
@@ -91,6 +91,33 @@ impl Group {
     /// Panics with the boot error (and its diagnostics) if boot failed:
     /// a missing example or appengine is a failure, never a skip.
     pub fn enter(&'static self) -> GroupGuard {
+        match self.try_enter() {
+            Ok(guard) => guard,
+            Err(BootFailure::Failed(e) | BootFailure::Unsupported(e)) => {
+                panic!("appengine for group '{}' did not boot: {e}", self.name)
+            }
+        }
+    }
+
+    /// [`Group::enter`] for a group the image may not support (a real
+    /// image built without the hosted D-Bus bus, see [`Unsupported`]):
+    /// then prints `NOT CHECKED: <test>: <why>` and gives `None`, and the
+    /// test must return without asserting anything. Any other boot
+    /// failure panics as with [`Group::enter`].
+    pub fn enter_if_supported(&'static self, test: &str) -> Option<GroupGuard> {
+        match self.try_enter() {
+            Ok(guard) => Some(guard),
+            Err(BootFailure::Unsupported(why)) => {
+                crate::util::note(format!("NOT CHECKED: {test}: {why}"));
+                None
+            }
+            Err(BootFailure::Failed(e)) => {
+                panic!("appengine for group '{}' did not boot: {e}", self.name)
+            }
+        }
+    }
+
+    fn try_enter(&'static self) -> Result<GroupGuard, BootFailure> {
         register_exit_hook();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.booted.is_none() {
@@ -98,10 +125,12 @@ impl Group {
                 Some(names) => Examples::only(names),
                 None => Examples::All,
             };
-            let r = self
-                .boot(examples)
-                .map(Arc::new)
-                .map_err(|e| format!("{e:#}"));
+            let r = self.boot(examples).map(Arc::new).map_err(|e| {
+                match e.downcast_ref::<Unsupported>() {
+                    Some(u) => BootFailure::Unsupported(u.to_string()),
+                    None => BootFailure::Failed(format!("{e:#}")),
+                }
+            });
             if let Ok(ae) = &r {
                 LIVE.lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -110,17 +139,25 @@ impl Group {
             st.booted = Some(r);
         }
         match st.booted.clone() {
-            Some(Ok(ae)) => GroupGuard {
+            Some(Ok(ae)) => Ok(GroupGuard {
                 group: self,
                 ae: Some(ae),
-            },
+            }),
             Some(Err(e)) => {
                 st.finished += 1;
-                panic!("appengine for group '{}' did not boot: {e}", self.name)
+                Err(e)
             }
             None => unreachable!("booted just above"),
         }
     }
+}
+
+/// Why a group's appengine is not there.
+#[derive(Debug, Clone)]
+enum BootFailure {
+    Failed(String),
+    /// The image lacks what the group needs ([`Unsupported`]).
+    Unsupported(String),
 }
 
 impl Group {

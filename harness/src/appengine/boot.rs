@@ -133,6 +133,14 @@ impl Appengine {
                 "host has no /dev/dri: using placeholder nodes card0 (226:0) and renderD128 (226:128)",
             );
         }
+        if opts.hosted_bus && ae.image.is_real() && !ae.pantavisor_hosts_bus()? {
+            return Err(anyhow::Error::new(Unsupported(format!(
+                "image {} has no hosted D-Bus system bus (its pantavisor was built without \
+                 PANTAVISOR_XCONNECT_DBUS_SYSTEMBUS; pantavisor-appengine:real-src-hostbus \
+                 has it, appengine-lite always does)",
+                ae.image.reference
+            ))));
+        }
         let env = if opts.hosted_bus {
             "PV_APPENGINE_HOSTED_BUS=true "
         } else {
@@ -168,6 +176,36 @@ impl Appengine {
     /// Removes a container (and its volumes) by name, if it exists.
     pub fn remove_named(name: &str) -> Result<bool> {
         super::container::remove_named(name)
+    }
+}
+
+/// The appengine cannot run what was asked of it: its image lacks a
+/// build option (a real image without the hosted D-Bus bus). Tests that
+/// need it report NOT CHECKED with this reason instead of failing on a
+/// boot that cannot succeed, and never pass as if they had checked.
+#[derive(Debug)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+impl Appengine {
+    /// Whether the image's `pantavisor` was built with upstream's
+    /// `PANTAVISOR_XCONNECT_DBUS_SYSTEMBUS`: only then does its binary hold
+    /// dbus_daemon.c's log text (the option compiles that file in).
+    fn pantavisor_hosts_bus(&self) -> Result<bool> {
+        let out = self
+            .sh(
+                "if grep -q -F 'hosted dbus system bus disabled via config' \
+                 \"$(command -v pantavisor)\"; then echo yes; else echo no; fi",
+            )
+            .context("looking for the hosted bus in the image's pantavisor")?;
+        Ok(out.trim() == "yes")
     }
 }
 

@@ -32,7 +32,7 @@ pub mod diagnostics;
 pub mod logs;
 pub mod wait;
 
-pub use boot::{BootOptions, Examples};
+pub use boot::{BootOptions, Examples, Unsupported};
 pub use container::ExecOutput;
 pub use ctrl::ContainerAction;
 
