@@ -88,6 +88,34 @@ impl Appengine {
         as_array(self.pvcontrol_json(&["containers", "ls"])?)
     }
 
+    /// The containers running after Pantavisor refused the state it was
+    /// given: none are listed while no state is loaded (pv-ctrl answers its
+    /// "State not loaded yet" error, appengine-lite the same), and a real
+    /// Pantavisor refusing its factory revision goes on to `STATE_REBOOT`,
+    /// which in appengine mode ends Pantavisor without rebooting: pv-ctrl
+    /// then answers nothing, and nothing runs. Any other failure of pv-ctrl
+    /// is an error.
+    pub fn containers_after_refusal(&self) -> Result<Vec<Value>> {
+        match self.containers() {
+            Ok(list) => Ok(list),
+            Err(e) if format!("{e:#}").contains("State not loaded yet") => Ok(Vec::new()),
+            Err(e) if self.ended_by_appengine_reboot() => {
+                eprintln!(
+                    "[harness] pv-ctrl is gone after Pantavisor's appengine-mode reboot: {e:#}"
+                );
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e.context("pv-ctrl stopped answering")),
+        }
+    }
+
+    /// Whether Pantavisor went through `STATE_REBOOT`, which in appengine
+    /// mode ends it (and pv-ctrl) without a reboot.
+    pub fn ended_by_appengine_reboot(&self) -> bool {
+        self.pantavisor_log()
+            .contains("will not actually perform 'reboot' as we are in appengine mode")
+    }
+
     /// `GET /xconnect-graph`.
     pub fn graph(&self) -> Result<Vec<Value>> {
         as_array(self.pvcontrol_json(&["graph", "ls"])?)
