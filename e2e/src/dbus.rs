@@ -20,6 +20,32 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::Proxy;
 
+/// A zbus client connection to `address`; fails after 20 s.
+pub async fn zbus_connect(address: &str) -> zbus::Connection {
+    let build = zbus::connection::Builder::address(address)
+        .expect("zbus address")
+        .build();
+    tokio::time::timeout(std::time::Duration::from_secs(20), build)
+        .await
+        .expect("zbus connect timed out")
+        .expect("zbus connect")
+}
+
+/// The bus driver's `RequestName(name, flags)` through `c`: its reply code,
+/// or the error exactly as zbus returns it (with the error message).
+pub async fn request_name(c: &zbus::Connection, name: &str, flags: u32) -> zbus::Result<u32> {
+    let reply = c
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            "RequestName",
+            &(name, flags),
+        )
+        .await?;
+    reply.body().deserialize::<u32>()
+}
+
 /// dbus-daemon + the example service, torn down on drop.
 pub struct Bus {
     pub dir: tempfile::TempDir,

@@ -7,7 +7,7 @@ use std::io::{Seek, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use pv_e2e::dbus::Bus;
+use pv_e2e::dbus::{request_name, zbus_connect as zbus_conn, Bus};
 use pv_examples::dbus::{ExampleProxy, INFO, NAME, PATH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -99,16 +99,6 @@ async fn whoami_all_clients(address: &str) -> Vec<(String, String)> {
         o.split_whitespace().last().unwrap_or("").to_owned(),
     ));
     out
-}
-
-async fn zbus_conn(address: &str) -> zbus::Connection {
-    tokio::time::timeout(
-        T,
-        zbus::connection::Builder::address(address).unwrap().build(),
-    )
-    .await
-    .expect("zbus connect timed out")
-    .expect("zbus connect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,14 +257,7 @@ async fn attacker_is_refused_while_an_allowed_client_keeps_working() {
 
     // The error is addressed to the caller and answers the right serial.
     let c = zbus_conn(&attacker.address).await;
-    let e = c
-        .call_method(
-            Some("org.freedesktop.DBus"),
-            "/org/freedesktop/DBus",
-            Some("org.freedesktop.DBus"),
-            "RequestName",
-            &(NAME, 0u32),
-        )
+    let e = request_name(&c, NAME, 0)
         .await
         .expect_err("RequestName must be refused");
     let zbus::Error::MethodError(name, _, msg) = e else {
@@ -390,15 +373,7 @@ async fn filtering_follows_the_interface() {
     // service keeps the name, so the answer is "in queue", not an error).
     let owner = bus.proxy("root", "org.pantavisor.Example=own").await;
     let c = zbus_conn(&owner.address).await;
-    let r = c
-        .call_method(
-            Some("org.freedesktop.DBus"),
-            "/org/freedesktop/DBus",
-            Some("org.freedesktop.DBus"),
-            "RequestName",
-            &(NAME, 4u32),
-        )
-        .await;
+    let r = request_name(&c, NAME, 4).await;
     assert!(r.is_ok(), "RequestName with =own: {r:?}");
 }
 
@@ -411,18 +386,8 @@ async fn filtering_follows_the_interface() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosted_bus_links_leave_the_verdicts_to_the_bus() {
     let bus = Bus::start().await;
-    let request_name = |address: String| async move {
-        let c = zbus_conn(&address).await;
-        c.call_method(
-            Some("org.freedesktop.DBus"),
-            "/org/freedesktop/DBus",
-            Some("org.freedesktop.DBus"),
-            "RequestName",
-            &(NAME, 4u32),
-        )
-        .await
-        .map(|reply| reply.body().deserialize::<u32>().expect("u32 reply"))
-    };
+    let request_name =
+        |address: String| async move { request_name(&zbus_conn(&address).await, NAME, 4).await };
     // The same role and interface on a per-provider link: refused by the
     // link's filter.
     let filtered = bus.proxy("root", NAME).await;

@@ -5,23 +5,9 @@
 //! relay. Hosted-bus links, as the hostbus harness group uses them, against
 //! Debian's dbus-daemon. Its own test binary: the workers are process-wide.
 
-use std::time::Duration;
-
-use pv_e2e::dbus::Bus;
+use pv_e2e::dbus::{request_name, zbus_connect as connect, Bus};
 use pv_examples::dbus::{ExampleProxy, INFO, NAME};
 use pv_xconnect::link::workers;
-
-const T: Duration = Duration::from_secs(20);
-
-async fn connect(address: &str) -> zbus::Connection {
-    tokio::time::timeout(
-        T,
-        zbus::connection::Builder::address(address).unwrap().build(),
-    )
-    .await
-    .expect("zbus connect timed out")
-    .expect("zbus connect")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosted_bus_sessions_on_the_workers_own_and_call_as_the_links_uid() {
@@ -53,17 +39,10 @@ async fn hosted_bus_sessions_on_the_workers_own_and_call_as_the_links_uid() {
     // The owner's link reaches the bus's verdict on RequestName: the
     // example service holds the name, so "exists" (3), not a refusal.
     let c = connect(&owner.address).await;
-    let reply = c
-        .call_method(
-            Some("org.freedesktop.DBus"),
-            "/org/freedesktop/DBus",
-            Some("org.freedesktop.DBus"),
-            "RequestName",
-            &(NAME, 4u32),
-        )
+    let code = request_name(&c, NAME, 4)
         .await
         .expect("RequestName through a hosted-bus link");
-    assert_eq!(reply.body().deserialize::<u32>().unwrap(), 3);
+    assert_eq!(code, 3);
     let p = ExampleProxy::new(&c).await.unwrap();
     assert_eq!(p.who_am_i().await.unwrap(), 0);
 }
