@@ -368,19 +368,72 @@ fn remove_node(inj: &Injected) -> Result<bool, NsError> {
     Ok(true)
 }
 
-/// The provider's socket bound at a consumer's target by [`mount_socket`].
+/// The provider's socket bound at a consumer's target by [`mount_socket`]
+/// (clones share it: the link and the task following the provider).
+#[derive(Debug, Clone)]
+pub struct Mounted(Arc<MountShared>);
+
 #[derive(Debug)]
-pub struct Mounted {
-    pub consumer: Pid,
-    pub path: PathBuf,
-    /// (st_dev, st_ino) of the provider's socket, as the consumer sees it.
-    pub node: (u64, u64),
+struct MountShared {
+    consumer: Pid,
+    path: PathBuf,
     /// The consumer, pinned: its mount namespace is entered to unmount.
     process: Arc<Process>,
-    /// The mount itself (from `open_tree`): unmounting goes through it.
-    tree: OwnedFd,
     /// The dead socket under the mount.
     placeholder: Injected,
+    state: Mutex<MountState>,
+}
+
+#[derive(Debug)]
+struct MountState {
+    /// The mount itself (from `open_tree`): unmounting goes through it.
+    tree: OwnedFd,
+    /// (st_dev, st_ino) of the provider's socket it shows.
+    node: (u64, u64),
+    /// Unmounted for good: no rebinding after that.
+    removed: bool,
+}
+
+impl Mounted {
+    pub fn consumer(&self) -> Pid {
+        self.0.consumer
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// (st_dev, st_ino) of the provider socket bound now.
+    pub fn node(&self) -> (u64, u64) {
+        self.0.state().node
+    }
+}
+
+impl MountShared {
+    fn state(&self) -> std::sync::MutexGuard<'_, MountState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The placeholder, opened `O_PATH` without following anything and
+    /// checked to be ours: what the mount goes onto.
+    fn spot(&self) -> Result<OwnedFd, NsError> {
+        let (ph, target) = (&self.placeholder, &self.path);
+        let spot = openat(
+            &*ph.dir,
+            ph.name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(PathError::at("open", target))?;
+        let st = fstat(&spot).map_err(PathError::at("stat", target))?;
+        if (st.st_dev, st.st_ino) != ph.node {
+            return Err(NsError::Refused(format!(
+                "{} was replaced under pv-xconnect: refusing it",
+                target.display()
+            )));
+        }
+        Ok(spot)
+    }
 }
 
 /// Bind the provider's socket `socket` (resolved in the provider's root,
@@ -398,54 +451,47 @@ pub async fn mount_socket(
     let target = absolute_target(target)?;
     let (consumer, provider, socket) = (consumer.clone(), provider.clone(), socket.clone());
     on_thread(move || {
-        use nix::sched::{setns, CloneFlags};
-        let mount_err = |step| move |e: io::Error| NsError::Mount { step, source: e };
         unshare_fs(&target)?;
         // Before entering the consumer: our own procfs, to unmount by fd.
         let proc = proc_dir()?;
         let (dir, name) = prepare_target(&consumer, &target, Want::Socket)?;
         let placeholder = dead_socket(&consumer, pid, dir, name, &target)?;
-        let spot = openat(
-            &*placeholder.dir,
-            placeholder.name.as_os_str(),
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(PathError::at("open", &target))?;
-        let st = fstat(&spot).map_err(PathError::at("stat", &target))?;
-        let mounted = if (st.st_dev, st.st_ino) != placeholder.node {
-            Err(NsError::Refused(format!(
-                "{} was replaced right after bind: refusing it",
-                target.display()
-            )))
-        } else {
-            (|| {
-                let (provider_ns, consumer_ns) = (provider.mnt_ns_file()?, consumer.mnt_ns_file()?);
-                setns(&provider_ns, CloneFlags::CLONE_NEWNS)
-                    .map_err(|e| mount_err("enter the provider's mount namespace")(e.into()))?;
-                let tree = crate::sys::clone_mount(socket.fd()).map_err(mount_err("open_tree"))?;
-                setns(&consumer_ns, CloneFlags::CLONE_NEWNS)
-                    .map_err(|e| mount_err("enter the consumer's mount namespace")(e.into()))?;
-                crate::sys::move_mount_onto(tree.as_fd(), spot.as_fd())
-                    .map_err(mount_err("move_mount"))?;
-                if let Err(e) = consumer.check() {
-                    let _ = detach(&tree, &proc);
-                    return Err(e.into());
-                }
-                Ok(tree)
-            })()
-        };
-        match mounted {
-            Ok(tree) => Ok(Mounted {
-                consumer: pid,
-                path: target,
-                node: socket.node,
-                process: consumer,
-                tree,
-                placeholder,
-            }),
+        let tree = match clone_mount_for(&provider, &consumer, &socket) {
+            Ok(tree) => tree,
             Err(e) => {
                 let _ = remove_node(&placeholder);
+                return Err(e);
+            }
+        };
+        let shared = MountShared {
+            consumer: pid,
+            path: target,
+            process: consumer,
+            placeholder,
+            state: Mutex::new(MountState {
+                tree,
+                node: socket.node,
+                removed: false,
+            }),
+        };
+        let attached = (|| {
+            let spot = shared.spot()?;
+            crate::sys::move_mount_onto(shared.state().tree.as_fd(), spot.as_fd()).map_err(
+                |e| NsError::Mount {
+                    step: "move_mount",
+                    source: e,
+                },
+            )?;
+            if let Err(e) = shared.process.check() {
+                let _ = detach(&shared.state().tree, &proc);
+                return Err(e.into());
+            }
+            Ok(())
+        })();
+        match attached {
+            Ok(()) => Ok(Mounted(Arc::new(shared))),
+            Err(e) => {
+                let _ = remove_node(&shared.placeholder);
                 Err(e)
             }
         }
@@ -453,14 +499,67 @@ pub async fn mount_socket(
     .await
 }
 
+/// Bind another socket of the provider (its server made a new one) in
+/// place of the one `mounted` shows: same target, same placeholder.
+pub async fn rebind_socket(
+    mounted: &Mounted,
+    provider: &Arc<Process>,
+    socket: &Arc<ResolvedSocket>,
+) -> Result<(), NsError> {
+    let (m, provider, socket) = (mounted.0.clone(), provider.clone(), socket.clone());
+    on_thread(move || {
+        unshare_fs(&m.path)?;
+        let proc = proc_dir()?;
+        let tree = clone_mount_for(&provider, &m.process, &socket)?;
+        let mut state = m.state();
+        if state.removed {
+            return Err(NsError::Refused("the link was removed meanwhile".into()));
+        }
+        detach(&state.tree, &proc)?;
+        // From here on the old mount is gone: record that before trying.
+        state.node = (0, 0);
+        let spot = m.spot()?;
+        crate::sys::move_mount_onto(tree.as_fd(), spot.as_fd()).map_err(|e| NsError::Mount {
+            step: "move_mount",
+            source: e,
+        })?;
+        state.tree = tree;
+        state.node = socket.node;
+        Ok(())
+    })
+    .await
+}
+
+/// On a thread of its own (fs_struct unshared), enter the provider's
+/// mount namespace, clone a mount of `socket`'s inode, and enter the
+/// consumer's: the thread is left there, ready to attach it.
+fn clone_mount_for(
+    provider: &Process,
+    consumer: &Process,
+    socket: &ResolvedSocket,
+) -> Result<OwnedFd, NsError> {
+    use nix::sched::{setns, CloneFlags};
+    let mount_err = |step| move |e: io::Error| NsError::Mount { step, source: e };
+    let (provider_ns, consumer_ns) = (provider.mnt_ns_file()?, consumer.mnt_ns_file()?);
+    setns(&provider_ns, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| mount_err("enter the provider's mount namespace")(e.into()))?;
+    let tree = crate::sys::clone_mount(socket.fd()).map_err(mount_err("open_tree"))?;
+    setns(&consumer_ns, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| mount_err("enter the consumer's mount namespace")(e.into()))?;
+    Ok(tree)
+}
+
 /// Unmount what [`mount_socket`] bound (if it is still mounted in the
 /// consumer) and remove the placeholder under it. Returns whether the
 /// mount was still there.
 pub async fn unmount_socket(mounted: Mounted) -> Result<bool, NsError> {
+    let m = mounted.0;
     let work = on_thread(move || {
-        unshare_fs(&mounted.path)?;
+        unshare_fs(&m.path)?;
         let proc = proc_dir()?;
-        let detached = match mounted.process.mnt_ns_file() {
+        let mut state = m.state();
+        state.removed = true;
+        let detached = match m.process.mnt_ns_file() {
             Ok(ns) => {
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
                     NsError::Mount {
@@ -468,13 +567,13 @@ pub async fn unmount_socket(mounted: Mounted) -> Result<bool, NsError> {
                         source: e.into(),
                     }
                 })?;
-                detach(&mounted.tree, &proc)?
+                detach(&state.tree, &proc)?
             }
             // Its namespace went with it, and the mount with that.
             Err(e) if e.is_gone() => false,
             Err(e) => return Err(e.into()),
         };
-        remove_node(&mounted.placeholder)?;
+        remove_node(&m.placeholder)?;
         Ok(detached)
     });
     match tokio::time::timeout(REMOVE_TIMEOUT, work).await {

@@ -86,14 +86,44 @@ fn mounts_at(c: &Container, inside: &str) -> usize {
 /// `<tag> pid=<SO_PEERCRED pid> mnt=<that pid's mount namespace>`, then
 /// its bytes echoed; a message carrying an fd is answered with
 /// `GOT <file content>`.
-fn whoami_provider(p: &Container, tag: &'static str) {
+/// Aborting the returned task closes the listener.
+fn whoami_provider(p: &Container, tag: &'static str) -> tokio::task::JoinHandle<()> {
     let (l, holder) = p.listen(PROVIDER_SOCK);
     tokio::spawn(async move {
         let _holder = holder;
         while let Ok((s, _)) = l.accept().await {
             tokio::spawn(serve_whoami(s, tag));
         }
-    });
+    })
+}
+
+/// A host listener counting the connections and bytes that reach it.
+fn host_listener(dir: &Path) -> (PathBuf, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let host_sock = dir.join("host.sock");
+    let host = std::os::unix::net::UnixListener::bind(&host_sock).unwrap();
+    let (accepted, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    {
+        let (accepted, bytes) = (accepted.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            for mut s in host.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got);
+                bytes.fetch_add(got.len(), Ordering::SeqCst);
+            }
+        });
+    }
+    (host_sock, accepted, bytes)
+}
+
+/// The provider "exports" a host socket: a bind mount of it at its socket
+/// path (what every mgmt container has for pv-ctrl).
+fn bind_host_socket(p: &Container, host_sock: &Path) {
+    p.sh(&format!(
+        "mkdir -p /run/example && rm -f {PROVIDER_SOCK} && touch {PROVIDER_SOCK} && mount --bind {} {PROVIDER_SOCK}",
+        host_sock.display()
+    ));
 }
 
 async fn serve_whoami(s: UnixStream, tag: &'static str) {
@@ -184,7 +214,7 @@ async fn wait_status(d: &Daemon, name: &str, needle: &str) {
 async fn the_consumer_reaches_the_provider_itself_and_removal_unmounts() {
     let p = Container::start("pt-server", "sleep infinity");
     let c = Container::start("pt-client", "sleep infinity");
-    whoami_provider(&p, "server");
+    let _server = whoami_provider(&p, "server");
     let graph = Graph::new(&[link("direct", &c, &p, TARGET)]);
     let mut d = graph.daemon(true);
     wait_status(&d, "direct", "mode=passthrough").await;
@@ -256,12 +286,25 @@ async fn the_consumer_reaches_the_provider_itself_and_removal_unmounts() {
 async fn a_restarted_provider_is_bound_again() {
     let p1 = Container::start("pt-restart-p", "sleep infinity");
     let c = Container::start("pt-restart-c", "sleep infinity");
-    whoami_provider(&p1, "first");
+    let server = whoami_provider(&p1, "first");
     let graph = Graph::new(&[link("restart", &c, &p1, TARGET)]);
     let d = graph.daemon(true);
     wait_status(&d, "restart", "mode=passthrough").await;
     let (_s, hi) = hello(&c.path(TARGET)).await.unwrap();
     assert!(hi.starts_with("first "), "{hi}");
+
+    // The server restarts inside the same container (a new socket at the
+    // same path, same provider pid): followed.
+    server.abort();
+    let _ = server.await;
+    whoami_provider(&p1, "again");
+    assert_eventually!(
+        matches!(hello(&c.path(TARGET)).await, Ok((_, hi)) if hi.starts_with("again ")),
+        "never followed the new socket; status {}\nlogs:\n{}",
+        d.status(),
+        d.logs()
+    );
+    assert_eq!(mounts_at(&c, TARGET), 1, "one mount at the target");
 
     // The provider restarts: a new container, new pid, same name.
     drop(p1);
@@ -279,28 +322,39 @@ async fn a_restarted_provider_is_bound_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_swapping_in_a_host_socket_loses_the_link() {
+    let host_dir = tempfile::tempdir().unwrap();
+    let (host_sock, accepted, bytes) = host_listener(host_dir.path());
+    let p = Container::start_with_binds("pt-swap-p", "sleep infinity", &[host_dir.path()]);
+    let c = Container::start("pt-swap-c", "sleep infinity");
+    let server = whoami_provider(&p, "honest");
+    let graph = Graph::new(&[link("swap", &c, &p, TARGET)]);
+    let d = graph.daemon(true);
+    wait_status(&d, "swap", "mode=passthrough").await;
+    assert!(hello(&c.path(TARGET)).await.is_ok());
+
+    // Once bound, the provider's server "restarts" as a host socket at its
+    // socket path. (While the first server still answers, the bound socket
+    // stays: the one checked keeps being used, as when relaying.)
+    server.abort();
+    let _ = server.await;
+    bind_host_socket(&p, &host_sock);
+    wait_status(&d, "swap", "is served from outside container pt-swap-p").await;
+    assert_eq!(mounts_at(&c, TARGET), 0, "unbound");
+    assert!(UnixStream::connect(c.path(TARGET)).await.is_err());
+    assert_eq!(bytes.load(Ordering::SeqCst), 0, "bytes reached the host");
+    println!(
+        "host listener saw {} empty probe connection(s)",
+        accepted.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_socket_bind_mounted_into_the_provider_is_never_bound() {
     let host_dir = tempfile::tempdir().unwrap();
-    let host_sock = host_dir.path().join("host.sock");
-    let host = std::os::unix::net::UnixListener::bind(&host_sock).unwrap();
-    let (accepted, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    {
-        let (accepted, bytes) = (accepted.clone(), bytes.clone());
-        std::thread::spawn(move || {
-            for mut s in host.incoming().flatten() {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut got = Vec::new();
-                let _ = s.read_to_end(&mut got);
-                bytes.fetch_add(got.len(), Ordering::SeqCst);
-            }
-        });
-    }
+    let (host_sock, accepted, bytes) = host_listener(host_dir.path());
     let p = Container::start_with_binds("pt-thief-p", "sleep infinity", &[host_dir.path()]);
-    p.sh(&format!(
-        "mkdir -p /run/example && touch {PROVIDER_SOCK} && mount --bind {} {PROVIDER_SOCK}",
-        host_sock.display()
-    ));
+    bind_host_socket(&p, &host_sock);
     let c = Container::start("pt-thief-c", "sleep infinity");
     let ok_p = Container::start("pt-thief-ok-p", "sleep infinity");
     whoami_provider(&ok_p, "ok");

@@ -278,6 +278,20 @@ impl Provider {
         Ok(resolved.socket.clone())
     }
 
+    /// (st_dev, st_ino) of the file the socket path leads to now, resolved
+    /// afresh (the cache is left alone), within [`RESOLVE_TIMEOUT`].
+    pub async fn current_node(&self) -> Result<(u64, u64), NsError> {
+        let process = self.process()?;
+        let path = self.socket.clone();
+        let task =
+            tokio::task::spawn_blocking(move || ResolvedSocket::resolve(process.as_deref(), &path));
+        match tokio::time::timeout(RESOLVE_TIMEOUT, task).await {
+            Ok(Ok(r)) => Ok(r?.node),
+            Ok(Err(_)) => Err(NsError::Panicked("resolve task")),
+            Err(_) => Err(NsError::TimedOut("resolving the provider socket")),
+        }
+    }
+
     /// Connect, verify who serves the connection, and say which resolution
     /// it went through.
     async fn connect_checked(
@@ -536,6 +550,8 @@ impl fmt::Display for Removal {
 pub struct LinkHandle {
     stats: Arc<LinkStats>,
     shutdown: Shutdown,
+    /// The accept loop (a passthrough link: the task following the
+    /// provider's socket).
     accept: Option<JoinHandle<()>>,
     injected: Option<Injected>,
     /// A passthrough link's bind mount in the consumer.
@@ -731,11 +747,24 @@ pub async fn start_with(
             match passthrough::bind(&spec, pids.consumer, &consumer, provider, &mediation).await {
                 Ok(mounted) => {
                     stats.passthrough.store(true, Ordering::Relaxed);
-                    let end = watch_ends(consumer, Some(provider.clone()), None, shutdown.clone());
+                    let socket = mediation.provider.clone();
+                    let end = watch_ends(
+                        consumer,
+                        Some(provider.clone()),
+                        Some(socket.clone()),
+                        shutdown.clone(),
+                    );
+                    let follow = tokio::spawn(passthrough::follow(
+                        spec.clone(),
+                        mounted.clone(),
+                        provider.clone(),
+                        socket,
+                        shutdown.clone(),
+                    ));
                     return Ok(LinkHandle {
                         stats,
                         shutdown,
-                        accept: None,
+                        accept: Some(follow),
                         injected: None,
                         mounted: Some(mounted),
                         end: Some(end),
