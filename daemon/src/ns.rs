@@ -454,6 +454,7 @@ pub async fn mount_socket(
         unshare_fs(&target)?;
         // Before entering the consumer: our own procfs, to unmount by fd.
         let proc = proc_dir()?;
+        unmount_leftover(&consumer, &target, socket.node, &proc)?;
         let (dir, name) = prepare_target(&consumer, &target, Want::Socket)?;
         let placeholder = dead_socket(&consumer, pid, dir, name, &target)?;
         let tree = match clone_mount_for(&provider, &consumer, &socket) {
@@ -497,6 +498,46 @@ pub async fn mount_socket(
         }
     })
     .await
+}
+
+/// A daemon killed before it could unmount leaves the provider's socket
+/// bound at the target, live: when what is at `target` is a mount of the
+/// very socket about to be bound (same inode, and the root of a mount),
+/// unmount it, so the target can be prepared as usual. Anything else is
+/// left to [`prepare_target`] to judge. Leaves the thread in the
+/// consumer's mount namespace when it unmounts.
+fn unmount_leftover(
+    consumer: &Process,
+    target: &Path,
+    node: (u64, u64),
+    proc: &OwnedFd,
+) -> Result<(), NsError> {
+    let root = consumer.root()?;
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let Some(name) = target.file_name() else {
+        return Ok(());
+    };
+    let dir = open_dirs(&root, parent, target)?;
+    let Ok(fd) = openat(
+        &dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Ok(());
+    };
+    match fstat(&fd) {
+        Ok(st) if (st.st_dev, st.st_ino) == node => {}
+        _ => return Ok(()),
+    }
+    let ns = consumer.mnt_ns_file()?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| NsError::Mount {
+        step: "enter the consumer's mount namespace",
+        source: e.into(),
+    })?;
+    // EINVAL (not the root of a mount: a hard link) is not ours to touch.
+    detach(&fd, proc)?;
+    Ok(())
 }
 
 /// Bind another socket of the provider (its server made a new one) in

@@ -400,3 +400,25 @@ async fn without_the_flag_links_are_relayed() {
         d.status()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_leaves_a_mount_the_next_one_takes_over() {
+    let p = Container::start("pt-crash-p", "sleep infinity");
+    let c = Container::start("pt-crash-c", "sleep infinity");
+    let _server = whoami_provider(&p, "server");
+    let graph = Graph::new(&[link("crash", &c, &p, TARGET)]);
+    let d = graph.daemon(true);
+    wait_status(&d, "crash", "mode=passthrough").await;
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    drop(d);
+    assert_eq!(mounts_at(&c, TARGET), 1, "left behind by SIGKILL");
+
+    let d = graph.daemon(true);
+    wait_status(&d, "crash", "mode=passthrough").await;
+    assert_eq!(mounts_at(&c, TARGET), 1, "the leftover was replaced");
+    let (mut s, hi) = hello(&c.path(TARGET)).await.expect("connect");
+    assert!(hi.starts_with("server "), "{hi}");
+    assert_eq!(echo(&mut s, b"after a crash\n").await, b"after a crash\n");
+    assert!(d.terminate());
+    assert_eq!(mounts_at(&c, TARGET), 0);
+}
