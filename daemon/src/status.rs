@@ -247,3 +247,40 @@ pub async fn query(path: &Path) -> anyhow::Result<Vec<LinkStatus>> {
     }
     Ok(reply.links)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(mode: Option<&str>) -> LinkStatus {
+        LinkStatus {
+            consumer: "c".into(),
+            name: "raw".into(),
+            kind: "unix".into(),
+            target: "/run/pv/x.sock".into(),
+            provider: "p".into(),
+            consumer_pid: 10,
+            provider_pid: 20,
+            state: "injected".into(),
+            reason: None,
+            mode: mode.map(str::to_string),
+            live_sessions: 0,
+            total_sessions: 0,
+            bytes_relayed: 0,
+        }
+    }
+
+    #[test]
+    fn the_mode_is_shown_when_known_and_older_answers_still_parse() {
+        assert!(status(Some("passthrough"))
+            .line()
+            .contains(r#"state="injected" mode=passthrough sessions=0/0"#));
+        assert!(status(None)
+            .line()
+            .contains(r#"state="injected" sessions=0/0"#));
+        // A daemon without modes answers without the field.
+        let old = r#"{"consumer":"c","name":"raw","type":"unix","target":"/t","provider":"p","consumer_pid":1,"provider_pid":2,"state":"injected","live_sessions":0,"total_sessions":0,"bytes_relayed":0}"#;
+        let parsed: LinkStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.mode, None);
+    }
+}
