@@ -28,7 +28,10 @@
 //!   restarted provider container (new pid in the graph) restarts the
 //!   link, which binds afresh;
 //! - if the kernel or the daemon's privileges refuse the mount API, the
-//!   link is relayed instead, with a warning in the log.
+//!   link is relayed instead, with a warning in the log;
+//! - the mount propagates like any other: into the peers of the mount
+//!   holding the target, if the consumer's mounts are shared (LXC and
+//!   testkit containers make theirs private or slave).
 
 use std::sync::Arc;
 use std::time::Duration;
