@@ -12,6 +12,11 @@
 //! `PVX_BENCH_DAEMON=<path>` benchmarks another build of the daemon (e.g.
 //! the previous commit's, for before/after ratios on a noisy machine).
 //!
+//! A second daemon, started with `--unix-passthrough`, binds the same
+//! provider socket at another target of the same consumer: its figures
+//! (nothing relays; the consumer's connect lands on the provider's socket
+//! through the bind mount) are measured in the same interleaved rounds.
+//!
 //! Prints: throughput of 64 KiB writes, 1-byte round-trip p50/p99 (and the
 //! daemon's context switches per round trip), new
 //! connections per second (connect, 1-byte echo, close), the daemon's idle
@@ -70,15 +75,37 @@ fn main() {
     let one_res = daemon.resources();
     let one_rss = daemon.rss_kib();
 
+    // The passthrough daemon, on a graph of its own (when the binary under
+    // test has the flag).
+    let pt_inside = PathBuf::from("/run/pv/passthrough.sock");
+    let pt_target = consumer.path(&pt_inside);
+    let mut pt_daemon = has_passthrough().then(|| {
+        let pt_graph = dir.path().join("passthrough.json");
+        std::fs::write(&pt_graph, graph_json(pids, &[&pt_inside])).unwrap();
+        let pt_dir = dir.path().join("passthrough");
+        std::fs::create_dir(&pt_dir).unwrap();
+        let d = Daemon::start_with(&pt_graph, &pt_dir, &["--unix-passthrough"]);
+        assert!(
+            pv_testkit::procstat::wait_for_path(&pt_target, Duration::from_secs(10)),
+            "passthrough link bound"
+        );
+        d
+    });
+
     // On a 2-core machine client, relay and server compete for CPU and one
     // run can differ from the next by 2x: alternate direct and relay rounds
     // and report medians, with the spread.
     let (mut dt, mut rt, mut dcps, mut rcps) = (vec![], vec![], vec![], vec![]);
     let (mut d50s, mut d99s, mut r50s, mut r99s) = (vec![], vec![], vec![], vec![]);
     let mut rctxt = vec![];
+    let (mut pt, mut p50s, mut p99s, mut pcps) = (vec![], vec![], vec![], vec![]);
+    let (mut pt_ratios, mut p50_ratios, mut pcps_ratios) = (vec![], vec![], vec![]);
     for _ in 0..ROUNDS {
         dt.push(throughput(&provider));
         rt.push(throughput(&target));
+        if pt_daemon.is_some() {
+            pt.push(throughput(&pt_target));
+        }
         let (a, b) = rtt(&provider);
         d50s.push(a);
         d99s.push(b);
@@ -87,8 +114,23 @@ fn main() {
         rctxt.push((daemon.ctxt() - before) as f64 / (RTT_ITERS + 1000) as f64);
         r50s.push(a);
         r99s.push(b);
+        if pt_daemon.is_some() {
+            let (a, b) = rtt(&pt_target);
+            p50s.push(a);
+            p99s.push(b);
+        }
         dcps.push(conns_per_sec(&provider));
         rcps.push(conns_per_sec(&target));
+        if pt_daemon.is_some() {
+            pcps.push(conns_per_sec(&pt_target));
+            let last = |v: &Vec<f64>| v[v.len() - 1];
+            pt_ratios.push(last(&pt) / last(&dt));
+            p50_ratios.push(last(&p50s) / last(&d50s));
+            pcps_ratios.push(last(&pcps) / last(&dcps));
+        }
+    }
+    if let Some(d) = pt_daemon.as_mut() {
+        d.stop();
     }
     let ratios: Vec<f64> = rt.iter().zip(&dt).map(|(r, d)| r / d).collect();
     let (direct_tp, relay_tp) = (median(&mut dt), median(&mut rt));
@@ -138,6 +180,33 @@ fn main() {
         median(&mut rctxt)
     );
     println!("new connections/s: direct {direct_cps:.0}, relay {relay_cps:.0}");
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if pt.is_empty() {
+        println!("passthrough: not measured (the daemon binary has no --unix-passthrough)");
+    } else {
+        let (pt_tp, p50, p99, pt_cps) = (
+            median(&mut pt),
+            median(&mut p50s),
+            median(&mut p99s),
+            median(&mut pcps),
+        );
+        println!(
+        "passthrough (--unix-passthrough): throughput {pt_tp:.0} MiB/s ({:.2}x direct; per-round {}), \
+         1-byte RTT p50 {p50:.1} us p99 {p99:.1} us ({:.2}x direct p50; per-round {}), \
+         new connections/s {pt_cps:.0} ({:.2}x direct; per-round {})",
+        pt_tp / direct_tp,
+        list(&pt_ratios),
+        p50 / d50,
+        list(&p50_ratios),
+        pt_cps / direct_cps,
+        list(&pcps_ratios),
+    );
+    }
     println!(
         "daemon RSS: idle {:.2} MiB, 1 link {:.2} MiB, 100 links {:.2} MiB (heap and stacks {:.2}, binary and files {:.2})",
         idle_rss as f64 / 1024.0,
@@ -164,16 +233,29 @@ fn daemon_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pv-xconnect")))
 }
 
+/// Whether the daemon under test has `--unix-passthrough`.
+fn has_passthrough() -> bool {
+    Command::new(daemon_binary())
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--unix-passthrough"))
+}
+
 struct Daemon(Child);
 
 impl Daemon {
     fn start(graph: &Path, dir: &Path) -> Daemon {
+        Self::start_with(graph, dir, &[])
+    }
+
+    fn start_with(graph: &Path, dir: &Path, args: &[&str]) -> Daemon {
         let child = Command::new(daemon_binary())
             .arg("--graph-file")
             .arg(graph)
             .args(["--interval-ms", "200"])
             .arg("--status-socket")
             .arg(dir.join("status.sock"))
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

@@ -22,12 +22,16 @@
 //!   teardown) and the per-type mediations: [`link::unix`], [`link::rest`],
 //!   [`link::dbus`], [`link::drm`], [`link::input`], [`link::wayland`];
 //!   [`link::workers`] are the threads (one current-thread runtime each)
-//!   its sessions run on.
+//!   its sessions run on; [`link::passthrough`] binds a `unix` link's
+//!   provider socket into the consumer instead of relaying
+//!   (`--unix-passthrough`).
 //! - [`ns`]: namespace plumbing on dedicated OS threads: inject listeners and
 //!   device nodes into a consumer, reach a provider's socket or device
-//!   resolved inside the provider's root.
+//!   resolved inside the provider's root, bind-mount that socket into a
+//!   consumer.
 //! - [`fdpass`]: SCM_RIGHTS send/receive on tokio Unix streams.
-//! - [`sys`]: the few raw syscalls we need (per-thread credentials).
+//! - [`sys`]: the few raw syscalls we need (per-thread credentials,
+//!   pidfds, `open_tree`/`move_mount`).
 //! - [`error`]: the I/O error with action and path that modules share.
 //! - [`logging`]: the fields every line about a link carries, and the
 //!   daemon's subscriber.

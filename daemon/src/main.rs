@@ -82,6 +82,13 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_sessions_per_link: u32,
 
+    /// unix links: bind the provider's socket into the consumer instead of
+    /// relaying (zero copy; no byte counts, connections survive the link's
+    /// removal, the provider sees the consumer's own credentials). Falls
+    /// back to relaying where the kernel refuses the mount API.
+    #[arg(long)]
+    unix_passthrough: bool,
+
     /// Threads serving the links' connections (each a single-threaded
     /// event loop a connection stays on); 0: one per CPU, at most 4.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -111,6 +118,7 @@ impl Cli {
             dbus: dbus::Options {
                 auth_timeout: Duration::from_millis(self.dbus_auth_timeout_ms),
             },
+            unix_passthrough: self.unix_passthrough,
         }
     }
 }
@@ -122,8 +130,9 @@ fn duration_ms(d: Duration) -> u64 {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print every link of the running daemon: consumer, name, type, target,
-    /// provider, pids, state (pending / injected / failed: reason), sessions
-    /// (live/total) and bytes relayed.
+    /// provider, pids, state (pending / injected / failed: reason), mode
+    /// (relay / passthrough, socket links), sessions (live/total) and bytes
+    /// relayed.
     Status,
 }
 
@@ -215,6 +224,7 @@ async fn daemon(cli: Cli) -> anyhow::Result<()> {
         source = ?source,
         interval_ms = cli.interval_ms,
         max_sessions_per_link = cli.max_sessions_per_link,
+        unix_passthrough = cli.unix_passthrough,
         status_socket = %cli.status_socket.display(),
         "pv-xconnect starting"
     );

@@ -40,6 +40,22 @@
 //! [`Listener::of`] tells who really serves a connected socket, for the
 //! caller to compare with the provider ([`crate::link`] does, once per
 //! listener).
+//!
+//! # Passthrough (binding the provider's socket into the consumer)
+//!
+//! [`mount_socket`] makes the provider's socket itself appear at the
+//! target. The target is prepared as for a listener (same walk, same
+//! refusals) and a dead socket is bound there as the mount point. On a
+//! disposable thread (`unshare(CLONE_FS)` first: `setns` into a mount
+//! namespace is refused to a thread sharing its fs_struct), the thread
+//! enters the provider's mount namespace, clones a mount of the resolved
+//! socket inode with `open_tree(OPEN_TREE_CLONE)` on its descriptor (no
+//! path is looked up again), enters the consumer's mount namespace and
+//! `move_mount`s it onto the descriptor of the placeholder. Unmounting
+//! ([`unmount_socket`]) goes through the descriptor of that very mount
+//! (`/proc/self/fd/N` of the daemon's own procfs, reached from a directory
+//! descriptor opened before entering the consumer), never through the
+//! consumer's path, then removes the placeholder if it is still ours.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -93,6 +109,14 @@ pub enum NsError {
     /// A step did not finish in time (a hung filesystem or peer).
     #[error("{0} timed out")]
     TimedOut(&'static str),
+    /// A step of binding a socket into a consumer (entering a mount
+    /// namespace, `open_tree`, `move_mount`) failed: the kernel or the
+    /// daemon's privileges do not allow passthrough here.
+    #[error("passthrough: {step}: {source}")]
+    Mount {
+        step: &'static str,
+        source: io::Error,
+    },
 }
 
 impl NsError {
@@ -100,6 +124,12 @@ impl NsError {
     /// new pid in the graph can help.
     pub fn is_gone(&self) -> bool {
         matches!(self, NsError::Process(e) if e.is_gone())
+    }
+
+    /// Whether the mount API itself failed (see [`NsError::Mount`]), so
+    /// relaying is the way left.
+    pub fn is_mount_api(&self) -> bool {
+        matches!(self, NsError::Mount { .. })
     }
 }
 
@@ -304,34 +334,361 @@ pub async fn remove_injected(injected: &Injected) -> Result<bool, NsError> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&inj.node);
-    let work = tokio::task::spawn_blocking(move || {
-        let st = match fstatat(
-            &*inj.dir,
-            inj.name.as_os_str(),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) => st,
-            Err(Errno::ENOENT) => return Ok(false),
-            Err(e) => return Err(PathError::at("stat", &inj.path)(e).into()),
-        };
-        let same_kind = match inj.kind {
-            NodeKind::Socket => st.st_mode & libc::S_IFMT == libc::S_IFSOCK,
-            NodeKind::CharDevice { rdev } => {
-                st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == rdev
-            }
-        };
-        if !same_kind || (st.st_dev, st.st_ino) != inj.node {
-            return Ok(false);
-        }
-        unlinkat(&*inj.dir, inj.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
-            .map_err(PathError::at("unlink", &inj.path))?;
-        Ok(true)
-    });
+    let work = tokio::task::spawn_blocking(move || remove_node(&inj));
     match tokio::time::timeout(REMOVE_TIMEOUT, work).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(NsError::Panicked("remove task")),
         Err(_) => Err(NsError::TimedOut("removing the node")),
     }
+}
+
+/// Unlink `inj` if the node in its directory is still the one we created
+/// (blocking).
+fn remove_node(inj: &Injected) -> Result<bool, NsError> {
+    let st = match fstatat(
+        &*inj.dir,
+        inj.name.as_os_str(),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(PathError::at("stat", &inj.path)(e).into()),
+    };
+    let same_kind = match inj.kind {
+        NodeKind::Socket => st.st_mode & libc::S_IFMT == libc::S_IFSOCK,
+        NodeKind::CharDevice { rdev } => {
+            st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == rdev
+        }
+    };
+    if !same_kind || (st.st_dev, st.st_ino) != inj.node {
+        return Ok(false);
+    }
+    unlinkat(&*inj.dir, inj.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        .map_err(PathError::at("unlink", &inj.path))?;
+    Ok(true)
+}
+
+/// The provider's socket bound at a consumer's target by [`mount_socket`]
+/// (clones share it: the link and the task following the provider).
+#[derive(Debug, Clone)]
+pub struct Mounted(Arc<MountShared>);
+
+#[derive(Debug)]
+struct MountShared {
+    consumer: Pid,
+    path: PathBuf,
+    /// The consumer, pinned: its mount namespace is entered to unmount.
+    process: Arc<Process>,
+    /// The dead socket under the mount.
+    placeholder: Injected,
+    state: Mutex<MountState>,
+}
+
+#[derive(Debug)]
+struct MountState {
+    /// The mount itself (from `open_tree`): unmounting goes through it.
+    tree: OwnedFd,
+    /// (st_dev, st_ino) of the provider's socket it shows.
+    node: (u64, u64),
+    /// Unmounted for good: no rebinding after that.
+    removed: bool,
+}
+
+impl Mounted {
+    pub fn consumer(&self) -> Pid {
+        self.0.consumer
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// (st_dev, st_ino) of the provider socket bound now.
+    pub fn node(&self) -> (u64, u64) {
+        self.0.state().node
+    }
+}
+
+impl MountShared {
+    fn state(&self) -> std::sync::MutexGuard<'_, MountState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The placeholder, opened `O_PATH` without following anything and
+    /// checked to be ours: what the mount goes onto.
+    fn spot(&self) -> Result<OwnedFd, NsError> {
+        let (ph, target) = (&self.placeholder, &self.path);
+        let spot = openat(
+            &*ph.dir,
+            ph.name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(PathError::at("open", target))?;
+        let st = fstat(&spot).map_err(PathError::at("stat", target))?;
+        if (st.st_dev, st.st_ino) != ph.node {
+            return Err(NsError::Refused(format!(
+                "{} was replaced under pv-xconnect: refusing it",
+                target.display()
+            )));
+        }
+        Ok(spot)
+    }
+}
+
+/// Bind the provider's socket `socket` (resolved in the provider's root,
+/// its listener already checked by the caller) at `target` inside the
+/// consumer (see the module docs). The target is prepared as
+/// [`inject_socket`] does; [`NsError::Mount`] means the kernel refused
+/// the mount API and nothing is left behind.
+pub async fn mount_socket(
+    consumer: &Arc<Process>,
+    pid: Pid,
+    target: &Path,
+    provider: &Arc<Process>,
+    socket: &Arc<ResolvedSocket>,
+) -> Result<Mounted, NsError> {
+    let target = absolute_target(target)?;
+    let (consumer, provider, socket) = (consumer.clone(), provider.clone(), socket.clone());
+    on_thread(move || {
+        unshare_fs(&target)?;
+        // Before entering the consumer: our own procfs, to unmount by fd.
+        let proc = proc_dir()?;
+        unmount_leftover(&consumer, &target, socket.node, &proc)?;
+        let (dir, name) = prepare_target(&consumer, &target, Want::Socket)?;
+        let placeholder = dead_socket(&consumer, pid, dir, name, &target)?;
+        let tree = match clone_mount_for(&provider, &consumer, &socket) {
+            Ok(tree) => tree,
+            Err(e) => {
+                let _ = remove_node(&placeholder);
+                return Err(e);
+            }
+        };
+        let shared = MountShared {
+            consumer: pid,
+            path: target,
+            process: consumer,
+            placeholder,
+            state: Mutex::new(MountState {
+                tree,
+                node: socket.node,
+                removed: false,
+            }),
+        };
+        let attached = (|| {
+            let spot = shared.spot()?;
+            crate::sys::move_mount_onto(shared.state().tree.as_fd(), spot.as_fd()).map_err(
+                |e| NsError::Mount {
+                    step: "move_mount",
+                    source: e,
+                },
+            )?;
+            if let Err(e) = shared.process.check() {
+                let _ = detach(&shared.state().tree, &proc);
+                return Err(e.into());
+            }
+            Ok(())
+        })();
+        match attached {
+            Ok(()) => Ok(Mounted(Arc::new(shared))),
+            Err(e) => {
+                let _ = remove_node(&shared.placeholder);
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+/// A daemon killed before it could unmount leaves the provider's socket
+/// bound at the target, live: when what is at `target` is a mount of the
+/// very socket about to be bound (same inode, and the root of a mount),
+/// unmount it, so the target can be prepared as usual. Anything else is
+/// left to [`prepare_target`] to judge. Leaves the thread in the
+/// consumer's mount namespace when it unmounts.
+fn unmount_leftover(
+    consumer: &Process,
+    target: &Path,
+    node: (u64, u64),
+    proc: &OwnedFd,
+) -> Result<(), NsError> {
+    let root = consumer.root()?;
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let Some(name) = target.file_name() else {
+        return Ok(());
+    };
+    let dir = open_dirs(&root, parent, target)?;
+    let Ok(fd) = openat(
+        &dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Ok(());
+    };
+    match fstat(&fd) {
+        Ok(st) if (st.st_dev, st.st_ino) == node => {}
+        _ => return Ok(()),
+    }
+    let ns = consumer.mnt_ns_file()?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| NsError::Mount {
+        step: "enter the consumer's mount namespace",
+        source: e.into(),
+    })?;
+    // EINVAL (not the root of a mount: a hard link) is not ours to touch.
+    detach(&fd, proc)?;
+    Ok(())
+}
+
+/// Bind another socket of the provider (its server made a new one) in
+/// place of the one `mounted` shows: same target, same placeholder.
+pub async fn rebind_socket(
+    mounted: &Mounted,
+    provider: &Arc<Process>,
+    socket: &Arc<ResolvedSocket>,
+) -> Result<(), NsError> {
+    let (m, provider, socket) = (mounted.0.clone(), provider.clone(), socket.clone());
+    on_thread(move || {
+        unshare_fs(&m.path)?;
+        let proc = proc_dir()?;
+        let tree = clone_mount_for(&provider, &m.process, &socket)?;
+        let mut state = m.state();
+        if state.removed {
+            return Err(NsError::Refused("the link was removed meanwhile".into()));
+        }
+        detach(&state.tree, &proc)?;
+        // From here on the old mount is gone: record that before trying.
+        state.node = (0, 0);
+        let spot = m.spot()?;
+        crate::sys::move_mount_onto(tree.as_fd(), spot.as_fd()).map_err(|e| NsError::Mount {
+            step: "move_mount",
+            source: e,
+        })?;
+        state.tree = tree;
+        state.node = socket.node;
+        Ok(())
+    })
+    .await
+}
+
+/// On a thread of its own (fs_struct unshared), enter the provider's
+/// mount namespace, clone a mount of `socket`'s inode, and enter the
+/// consumer's: the thread is left there, ready to attach it.
+fn clone_mount_for(
+    provider: &Process,
+    consumer: &Process,
+    socket: &ResolvedSocket,
+) -> Result<OwnedFd, NsError> {
+    use nix::sched::{setns, CloneFlags};
+    let mount_err = |step| move |e: io::Error| NsError::Mount { step, source: e };
+    let (provider_ns, consumer_ns) = (provider.mnt_ns_file()?, consumer.mnt_ns_file()?);
+    setns(&provider_ns, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| mount_err("enter the provider's mount namespace")(e.into()))?;
+    let tree = crate::sys::clone_mount(socket.fd()).map_err(mount_err("open_tree"))?;
+    setns(&consumer_ns, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| mount_err("enter the consumer's mount namespace")(e.into()))?;
+    Ok(tree)
+}
+
+/// Unmount what [`mount_socket`] bound (if it is still mounted in the
+/// consumer) and remove the placeholder under it. Returns whether the
+/// mount was still there.
+pub async fn unmount_socket(mounted: Mounted) -> Result<bool, NsError> {
+    let m = mounted.0;
+    let work = on_thread(move || {
+        unshare_fs(&m.path)?;
+        let proc = proc_dir()?;
+        let mut state = m.state();
+        state.removed = true;
+        let detached = match m.process.mnt_ns_file() {
+            Ok(ns) => {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
+                    NsError::Mount {
+                        step: "enter the consumer's mount namespace",
+                        source: e.into(),
+                    }
+                })?;
+                detach(&state.tree, &proc)?
+            }
+            // Its namespace went with it, and the mount with that.
+            Err(e) if e.is_gone() => false,
+            Err(e) => return Err(e.into()),
+        };
+        remove_node(&m.placeholder)?;
+        Ok(detached)
+    });
+    match tokio::time::timeout(REMOVE_TIMEOUT, work).await {
+        Ok(r) => r,
+        Err(_) => Err(NsError::TimedOut("unmounting the socket")),
+    }
+}
+
+fn unshare_fs(target: &Path) -> Result<(), NsError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+        .map_err(PathError::at("unshare(CLONE_FS) for", target))?;
+    Ok(())
+}
+
+/// The daemon's own `/proc`, opened before a thread enters a container's
+/// mount namespace (whose `/proc` the container controls).
+fn proc_dir() -> Result<OwnedFd, NsError> {
+    let proc = Path::new("/proc");
+    Ok(nix::fcntl::open(
+        proc,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(PathError::at("open", proc))?)
+}
+
+/// Lazily unmount the mount `tree` refers to, from a thread in the mount
+/// namespace it is attached in: through `self/fd/N` of our own procfs, so
+/// the kernel acts on exactly that mount. `false`: it was no longer
+/// mounted.
+fn detach(tree: &OwnedFd, proc: &OwnedFd) -> Result<bool, NsError> {
+    let via = PathBuf::from(format!("self/fd/{}", tree.as_raw_fd()));
+    nix::unistd::fchdir(proc).map_err(PathError::at("enter", Path::new("/proc")))?;
+    match nix::mount::umount2(&via, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(true),
+        Err(Errno::EINVAL) => Ok(false),
+        Err(e) => Err(NsError::Mount {
+            step: "umount",
+            source: e.into(),
+        }),
+    }
+}
+
+/// Bind a socket at `name` in `dir` and close it at once: a dead socket,
+/// the mount point of a passthrough link. Needs a thread of its own (it
+/// changes the working directory).
+fn dead_socket(
+    consumer: &Process,
+    pid: Pid,
+    dir: OwnedFd,
+    name: OsString,
+    target: &Path,
+) -> Result<Injected, NsError> {
+    nix::unistd::fchdir(&dir).map_err(PathError::at("enter the directory of", target))?;
+    // Hidden by the mount; only the provider's own mode shows.
+    umask(Mode::from_bits_truncate(0o177));
+    drop(UnixListener::bind(Path::new(&name)).map_err(PathError::at("bind", target))?);
+    let st = fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(PathError::at("stat", target))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(NsError::Refused(format!(
+            "{} was replaced right after bind: refusing it",
+            target.display()
+        )));
+    }
+    consumer.check()?;
+    Ok(Injected {
+        consumer: pid,
+        path: target.to_path_buf(),
+        kind: NodeKind::Socket,
+        dir: shared_dir(dir, target)?,
+        name,
+        node: (st.st_dev, st.st_ino),
+    })
 }
 
 /// What may be replaced at a target.
@@ -508,7 +865,7 @@ fn open_dirs(root: &OwnedFd, dir: &Path, target: &Path) -> Result<OwnedFd, NsErr
 #[derive(Debug)]
 pub struct ResolvedSocket {
     /// The O_PATH descriptor `addr` goes through.
-    _fd: OwnedFd,
+    fd: OwnedFd,
     addr: UnixAddr,
     /// (st_dev, st_ino) of the socket file.
     pub node: (u64, u64),
@@ -531,10 +888,15 @@ impl ResolvedSocket {
         let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
         let addr = UnixAddr::new(via.as_str()).map_err(PathError::at("address of", path))?;
         Ok(ResolvedSocket {
-            _fd: fd,
+            fd,
             addr,
             node: (st.st_dev, st.st_ino),
         })
+    }
+
+    /// The `O_PATH` descriptor of the socket inode.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// One non-blocking connect: `WouldBlock` when the listen backlog is

@@ -419,6 +419,26 @@ impl Process {
         Ok(fd)
     }
 
+    /// The process's mount namespace, for `setns(2)`: opened through the
+    /// pin and checked to be the namespace the link was made for.
+    pub fn mnt_ns_file(&self) -> Result<OwnedFd, ProcessError> {
+        let fd = self.openat("ns/mnt", OFlag::O_RDONLY)?;
+        let st = nix::sys::stat::fstat(&fd).map_err(self.io_or_gone("stat", "ns/mnt"))?;
+        if (NsId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }) != self.mnt_ns
+        {
+            return Err(ProcessError::Changed {
+                role: self.role,
+                pid: self.pid,
+                what: "its mount namespace changed",
+            });
+        }
+        self.check()?;
+        Ok(fd)
+    }
+
     /// Resolves when the process exits. Needs a tokio runtime.
     pub async fn exited(&self) {
         if let Some(mut rx) = self.exit_watch() {

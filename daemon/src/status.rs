@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::error::PathError;
+use crate::graph::ServiceType;
 use crate::reconcile::StatusEntry;
 use crate::shutdown::Shutdown;
 
@@ -45,6 +46,10 @@ pub struct LinkStatus {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Socket links once started: `relay`, or `passthrough` (the
+    /// provider's socket is bound into the consumer; nothing is counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     pub live_sessions: u64,
     pub total_sessions: u64,
     pub bytes_relayed: u64,
@@ -68,6 +73,21 @@ impl LinkStatus {
             provider_pid: e.spec.provider_pid,
             state: e.state.label().to_string(),
             reason: e.state.reason().map(str::to_string),
+            mode: match &e.stats {
+                Some(s) if s.is_passthrough() => Some("passthrough".into()),
+                Some(_)
+                    if matches!(
+                        e.spec.kind,
+                        ServiceType::Unix
+                            | ServiceType::Rest
+                            | ServiceType::Dbus
+                            | ServiceType::Wayland
+                    ) =>
+                {
+                    Some("relay".into())
+                }
+                _ => None,
+            },
             live_sessions: load(|s| &s.live_sessions),
             total_sessions: load(|s| &s.total_sessions),
             bytes_relayed: load(|s| &s.bytes_relayed),
@@ -84,8 +104,12 @@ impl LinkStatus {
             _ => self.state.clone(),
         };
         use crate::logging::Escaped;
+        let mode = match &self.mode {
+            Some(m) => format!(" mode={}", Escaped(m)),
+            None => String::new(),
+        };
         format!(
-            "consumer={} name={} type={} target={} provider={} pids={}/{} state={:?} sessions={}/{} bytes={}",
+            "consumer={} name={} type={} target={} provider={} pids={}/{} state={:?}{mode} sessions={}/{} bytes={}",
             Escaped(&self.consumer),
             Escaped(&self.name),
             Escaped(&self.kind),
@@ -222,4 +246,41 @@ pub async fn query(path: &Path) -> anyhow::Result<Vec<LinkStatus>> {
         anyhow::bail!("daemon answered: {e}");
     }
     Ok(reply.links)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(mode: Option<&str>) -> LinkStatus {
+        LinkStatus {
+            consumer: "c".into(),
+            name: "raw".into(),
+            kind: "unix".into(),
+            target: "/run/pv/x.sock".into(),
+            provider: "p".into(),
+            consumer_pid: 10,
+            provider_pid: 20,
+            state: "injected".into(),
+            reason: None,
+            mode: mode.map(str::to_string),
+            live_sessions: 0,
+            total_sessions: 0,
+            bytes_relayed: 0,
+        }
+    }
+
+    #[test]
+    fn the_mode_is_shown_when_known_and_older_answers_still_parse() {
+        assert!(status(Some("passthrough"))
+            .line()
+            .contains(r#"state="injected" mode=passthrough sessions=0/0"#));
+        assert!(status(None)
+            .line()
+            .contains(r#"state="injected" sessions=0/0"#));
+        // A daemon without modes answers without the field.
+        let old = r#"{"consumer":"c","name":"raw","type":"unix","target":"/t","provider":"p","consumer_pid":1,"provider_pid":2,"state":"injected","live_sessions":0,"total_sessions":0,"bytes_relayed":0}"#;
+        let parsed: LinkStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.mode, None);
+    }
 }

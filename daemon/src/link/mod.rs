@@ -3,7 +3,10 @@
 //! (byte relay with fds), [`rest`] (HTTP proxy stamping the identity),
 //! [`dbus`] (D-Bus proxy with role uid and filter), [`wayland`]
 //! (protocol-aware relay), [`drm`] and [`input`] (a device node, no
-//! listener).
+//! listener). With [`Options::unix_passthrough`], a `unix` link binds the
+//! provider's socket itself at the target instead ([`passthrough`]: no
+//! listener, no sessions; relayed where the kernel refuses the mount
+//! API).
 //!
 //! [`start`] sets a link up in order: its pids are checked
 //! ([`LinkPids::of`]) and pinned ([`Process::open_container`]: a stale pid
@@ -55,6 +58,7 @@
 pub mod dbus;
 pub mod drm;
 pub mod input;
+pub mod passthrough;
 pub mod rest;
 pub mod unix;
 pub mod wayland;
@@ -66,7 +70,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -93,6 +97,9 @@ pub struct LinkStats {
     /// Connections closed at once because the link had
     /// [`Limits::max_sessions`] sessions.
     pub refused_sessions: AtomicU64,
+    /// The provider's socket is bound into the consumer ([`passthrough`]):
+    /// nothing is relayed, so nothing is counted.
+    pub passthrough: AtomicBool,
 }
 
 impl LinkStats {
@@ -116,6 +123,10 @@ impl LinkStats {
 
     pub fn refused(&self) -> u64 {
         self.refused_sessions.load(Ordering::Relaxed)
+    }
+
+    pub fn is_passthrough(&self) -> bool {
+        self.passthrough.load(Ordering::Relaxed)
     }
 }
 
@@ -145,6 +156,9 @@ pub struct Options {
     pub limits: Limits,
     pub rest: rest::Options,
     pub dbus: dbus::Options,
+    /// `unix` links bind the provider's socket into the consumer instead
+    /// of relaying (`--unix-passthrough`, see [`passthrough`]).
+    pub unix_passthrough: bool,
 }
 
 /// How long resolving the provider's socket may take (a hung filesystem in
@@ -251,6 +265,39 @@ impl Provider {
     }
 
     async fn connect_with(&self, creds: Option<(u32, u32)>) -> Result<UnixStream, NsError> {
+        let (std, _) = self.connect_checked(creds).await?;
+        std.set_nonblocking(true)?;
+        Ok(UnixStream::from_std(std)?)
+    }
+
+    /// The provider's socket, resolved and checked to be served by the
+    /// provider (by one connection, closed at once): what a passthrough
+    /// link binds into the consumer.
+    pub async fn checked_socket(&self) -> Result<Arc<ResolvedSocket>, NsError> {
+        let (_probe, resolved) = self.connect_checked(None).await?;
+        Ok(resolved.socket.clone())
+    }
+
+    /// (st_dev, st_ino) of the file the socket path leads to now, resolved
+    /// afresh (the cache is left alone), within [`RESOLVE_TIMEOUT`].
+    pub async fn current_node(&self) -> Result<(u64, u64), NsError> {
+        let process = self.process()?;
+        let path = self.socket.clone();
+        let task =
+            tokio::task::spawn_blocking(move || ResolvedSocket::resolve(process.as_deref(), &path));
+        match tokio::time::timeout(RESOLVE_TIMEOUT, task).await {
+            Ok(Ok(r)) => Ok(r?.node),
+            Ok(Err(_)) => Err(NsError::Panicked("resolve task")),
+            Err(_) => Err(NsError::TimedOut("resolving the provider socket")),
+        }
+    }
+
+    /// Connect, verify who serves the connection, and say which resolution
+    /// it went through.
+    async fn connect_checked(
+        &self,
+        creds: Option<(u32, u32)>,
+    ) -> Result<(std::os::unix::net::UnixStream, Arc<Resolved>), NsError> {
         let mut stale: Option<Arc<Resolved>> = None;
         loop {
             let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -265,8 +312,7 @@ impl Provider {
             match attempt {
                 Ok(std) => {
                     self.verify(&resolved, &std)?;
-                    std.set_nonblocking(true)?;
-                    return Ok(UnixStream::from_std(std)?);
+                    return Ok((std, resolved));
                 }
                 // Nobody listens on that inode anymore: the server
                 // restarted (or left); resolve the path again, once.
@@ -504,8 +550,12 @@ impl fmt::Display for Removal {
 pub struct LinkHandle {
     stats: Arc<LinkStats>,
     shutdown: Shutdown,
+    /// The accept loop (a passthrough link: the task following the
+    /// provider's socket).
     accept: Option<JoinHandle<()>>,
     injected: Option<Injected>,
+    /// A passthrough link's bind mount in the consumer.
+    mounted: Option<ns::Mounted>,
     end: Option<oneshot::Receiver<LinkEnd>>,
 }
 
@@ -525,21 +575,30 @@ impl LinkHandle {
         self.injected.as_ref()
     }
 
+    /// The provider's socket bound into the consumer (passthrough links).
+    pub fn mounted(&self) -> Option<&ns::Mounted> {
+        self.mounted.as_ref()
+    }
+
     /// Stop the listener, close its sessions and remove the injected socket
-    /// or node from the consumer if it is still ours.
+    /// or node (or the passthrough mount) from the consumer if it is still
+    /// ours.
     pub async fn stop(mut self) -> Removal {
         self.shutdown.cancel();
         let accept = self.accept.take();
         let injected = self.injected.take();
+        let mounted = self.mounted.take();
         // Removal does not wait for the sessions to drain.
         let removal = async move {
-            match injected {
-                None => Removal::AlreadyGone,
-                Some(injected) => match ns::remove_injected(&injected).await {
-                    Ok(true) => Removal::Removed,
-                    Ok(false) => Removal::AlreadyGone,
-                    Err(err) => Removal::Failed(err.to_string()),
-                },
+            let removed = match (injected, mounted) {
+                (Some(injected), _) => ns::remove_injected(&injected).await,
+                (None, Some(mounted)) => ns::unmount_socket(mounted).await,
+                (None, None) => return Removal::AlreadyGone,
+            };
+            match removed {
+                Ok(true) => Removal::Removed,
+                Ok(false) => Removal::AlreadyGone,
+                Err(err) => Removal::Failed(err.to_string()),
             }
         };
         let drained = async move {
@@ -671,6 +730,7 @@ pub async fn start_with(
             shutdown,
             accept: None,
             injected: Some(injected),
+            mounted: None,
             end: Some(end),
         });
     }
@@ -682,6 +742,44 @@ pub async fn start_with(
         Ok(provider.clone()),
     );
     let mediation = Mediation::prepare_for(spec.clone(), pinned, options).await?;
+    if options.unix_passthrough && spec.kind == ServiceType::Unix {
+        if let Some(provider) = &provider {
+            match passthrough::bind(&spec, pids.consumer, &consumer, provider, &mediation).await {
+                Ok(mounted) => {
+                    stats.passthrough.store(true, Ordering::Relaxed);
+                    let socket = mediation.provider.clone();
+                    let end = watch_ends(
+                        consumer,
+                        Some(provider.clone()),
+                        Some(socket.clone()),
+                        shutdown.clone(),
+                    );
+                    let follow = tokio::spawn(passthrough::follow(
+                        spec.clone(),
+                        mounted.clone(),
+                        provider.clone(),
+                        socket,
+                        shutdown.clone(),
+                    ));
+                    return Ok(LinkHandle {
+                        stats,
+                        shutdown,
+                        accept: Some(follow),
+                        injected: None,
+                        mounted: Some(mounted),
+                        end: Some(end),
+                    });
+                }
+                Err(e) if e.is_mount_api() => link_event!(
+                    Level::WARN,
+                    spec,
+                    reason = %e,
+                    "unix passthrough unavailable: relaying this link"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     let (std_listener, injected) =
         ns::inject_socket(&consumer, pids.consumer, &spec.target).await?;
     // The accept loop (and the sessions it keeps) runs on a session
@@ -710,6 +808,7 @@ pub async fn start_with(
         shutdown,
         accept: Some(accept),
         injected: Some(injected),
+        mounted: None,
         end: Some(end),
     })
 }

@@ -1,10 +1,16 @@
 //! The few raw syscalls the daemon needs that nix does not wrap the way we
 //! need them: per-thread credentials, pidfds, the listener's pidfd of a
-//! connected socket, and the file-descriptor limit. All of the crate's FFI
+//! connected socket, the file-descriptor limit, and the new mount API
+//! (`open_tree`, `move_mount`) for passthrough links. All of the crate's FFI
 //! lives here and in [`crate::fdpass`].
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+// From <linux/mount.h>; libc has them for Android only.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// Change the calling thread's real/effective/saved gid and uid, and only
 /// that thread's: glibc's `setresuid` broadcasts to every thread of the
@@ -91,4 +97,45 @@ pub fn async_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedF
         tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
             .map_err(io::Error::from)
     }
+}
+
+/// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH)`: a detached bind
+/// mount of exactly the file `fd` refers to (an `O_PATH` descriptor will
+/// do). The caller must be in the mount namespace that file is mounted in.
+/// `ENOSYS` before Linux 5.2.
+pub fn clone_mount(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: a valid descriptor, a NUL-terminated empty path and integer
+    // flags; on success the kernel returns a new descriptor nothing else
+    // owns.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if tree < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: see above.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as i32) })
+}
+
+/// `move_mount(tree, "", onto, "", F_EMPTY_PATH | T_EMPTY_PATH)`: attach
+/// the detached mount `tree` on exactly the file `onto` refers to, never
+/// resolving a path. The caller must be in the mount namespace `onto` is
+/// mounted in.
+pub fn move_mount_onto(tree: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: two valid descriptors, NUL-terminated empty paths and
+    // integer flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            onto.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
