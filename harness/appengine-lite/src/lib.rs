@@ -17,15 +17,19 @@
 //!   and `POST /signal` is always "Signal not expected from this platform".
 //!   Identifying LXC payload cgroups inside Docker would need the Pantacor
 //!   LXC fork's cgroup layout.
-//! - Reboot: where upstream's pantavisor exits and pv-appengine restarts it
-//!   (and pv-ctrl's socket is gone for ~5 s), the same process stops every
-//!   container and daemon, keeps answering pv-ctrl, and boots again after
-//!   `reboot_delay`.
-//! - A state that fails to install or validate (missing required service,
-//!   `system-bus` exported with the hosted bus, bad object): upstream tears
-//!   down and retries in a reboot loop; here the error is logged once,
-//!   nothing starts and pv-ctrl answers (`State not loaded yet`), which a
-//!   test can observe without racing the loop.
+//! - Reboot after a container failed (no auto-recovery, or its retries
+//!   exhausted with backoff `reboot`): upstream's pantavisor shuts down and
+//!   exits, pv-ctrl stops accepting for the ~5 s until pv-appengine
+//!   launches it again; here the same process stops every container and
+//!   daemon, keeps answering pv-ctrl, and boots again after
+//!   `reboot_delay`. (A refused factory revision, by contrast, is copied:
+//!   see [`launch`].)
+//! - A refused revision is logged with upstream's lines from its cause to
+//!   "will not actually perform 'reboot' as we are in appengine mode" (not
+//!   upstream's DEBUG chatter around them), and pv-ctrl's listener closes
+//!   as upstream's does; upstream's pantavisor serves pv-ctrl (with the
+//!   state loaded, for a failed service validation) for the second or so
+//!   its launch takes, here only for the instant before the refusal.
 //! - Loggers: upstream runs two logger processes per container; here there
 //!   are none, but the 5 s it takes upstream to stop them before a
 //!   container's halt signal is kept (`--logger-stop-ms`), since a client of
@@ -52,6 +56,8 @@
 //!   so tests run outside Docker.
 //! - [`pvlog`]: `pantavisor.log` writer with upstream-like line format.
 //! - [`install`]: first-boot install of `pvtx.d/*` pvrexports into revision 0.
+//! - [`launch`]: one launch of revision 0 (install, parse, object
+//!   checksums, validation) and how upstream refuses it.
 //! - [`groups`]: container groups and their defaults.
 //! - [`recovery`]: auto-recovery settings and retry delays.
 //! - [`state`]: the merged state JSON parsed into groups, containers,
@@ -73,6 +79,7 @@ pub mod graph;
 pub mod groups;
 pub mod hostbus;
 pub mod install;
+pub mod launch;
 pub mod paths;
 pub mod pvlog;
 pub mod pvrexport;

@@ -17,11 +17,10 @@ use appengine_lite::ctrl::{self, Ctrl};
 use appengine_lite::daemon::{Daemon, DaemonSpec};
 use appengine_lite::engine::{Engine, EngineConfig};
 use appengine_lite::hostbus::HostBus;
-use appengine_lite::install;
+use appengine_lite::launch;
 use appengine_lite::paths::Paths;
 use appengine_lite::pvlog::PvLog;
 use appengine_lite::runtime::{self, LxcRuntime, ProcessRuntime, Runtime};
-use appengine_lite::state::State;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum RuntimeKind {
@@ -165,44 +164,72 @@ async fn run(args: Args) -> Result<()> {
     }
     engine.set_daemons(daemons.clone());
 
-    let loaded = load(&paths, &log, hostbus.as_deref());
-    let ok = match loaded {
-        Ok(state) => {
-            engine.load(state);
-            true
-        }
-        Err(msg) => {
-            log.error("state", &msg);
-            log.error("state", "state could not be loaded: starting nothing");
-            engine.fail(msg);
-            false
-        }
-    };
-
-    let listener = ctrl::bind(&paths.ctrl_socket())
-        .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
-    let sock_ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
-    let ctrl = Ctrl::new(
-        engine.clone(),
-        paths.clone(),
-        log.clone(),
-        Default::default(),
-    );
-    tokio::spawn(ctrl::serve(listener, ctrl));
-    log.info(
-        "ctrl",
-        &format!("pv-ctrl listening on {}", paths.ctrl_socket().display()),
-    );
-    if ok {
-        tokio::spawn(engine.clone().run());
-        for d in &daemons {
-            tokio::spawn(d.clone().run());
-        }
-    }
-
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+
+    // Upstream spawns the daemons at init, before it looks at the state.
+    for d in &daemons {
+        tokio::spawn(d.clone().run());
+    }
+    let mut sock_ino;
+    loop {
+        let listener = ctrl::bind(&paths.ctrl_socket())
+            .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
+        sock_ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
+        let ctrl = Ctrl::new(
+            engine.clone(),
+            paths.clone(),
+            log.clone(),
+            Default::default(),
+        );
+        let server = tokio::spawn(ctrl::serve(listener, ctrl));
+        log.info(
+            "ctrl",
+            &format!("pv-ctrl listening on {}", paths.ctrl_socket().display()),
+        );
+        let refusal = match launch::load(&paths, &log, hostbus.as_deref()) {
+            Ok(state) => {
+                engine.load(state);
+                tokio::spawn(engine.clone().run());
+                break;
+            }
+            Err(r) => r,
+        };
+        // STATE_REBOOT in appengine mode (see appengine_lite::launch):
+        // pv-ctrl's listener closes (the socket file stays), the daemons
+        // are stopped, pantavisor "exits", pv-appengine launches it again.
+        engine.fail(refusal.error.clone());
+        refusal.log(&log);
+        server.abort();
+        let _ = server.await;
+        log.debug("ctrl", "server stopped");
+        for d in &daemons {
+            if d.pid() > 0 {
+                log.info(
+                    "daemons",
+                    &format!("Stopping daemon {} (pid {})", d.name(), d.pid()),
+                );
+            }
+            d.suspend();
+        }
+        log.info("controller", "shutdown complete...");
+        pvtest("DEBUG", "pantavisor exited");
+        pvtest(
+            "DEBUG",
+            &format!("restarting in {} seconds...", args.reboot_ms / 1000),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(args.reboot_ms)) => {}
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+        pvtest("INFO", "launching pantavisor rev=0");
+        for d in &daemons {
+            d.resume();
+        }
+    }
+
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
@@ -219,32 +246,10 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Install (first boot) + parse + validate (+ the hosted bus's policy);
-/// the error text goes to the log.
-fn load(paths: &Paths, log: &PvLog, bus: Option<&HostBus>) -> Result<State, String> {
-    let installed =
-        install::ensure_installed(paths).map_err(|e| format!("pvtx install failed: {e}"))?;
-    for f in &installed.files {
-        log.info(
-            "pvtx",
-            &format!("installed '{}' into revision 0", f.display()),
-        );
-    }
-    if !installed.files.is_empty() {
-        log.info("pvtx", "wrote .pvtx-done");
-    }
-    let state = State::parse("0", &installed.state).map_err(|e| e.to_string())?;
-    state.validate(bus.is_some()).map_err(|e| e.to_string())?;
-    if let Some(bus) = bus {
-        bus.generate(&state)
-            .map_err(|e| format!("could not write the hosted bus policy: {e}"))?;
-    }
-    log.info(
-        "state",
-        &format!(
-            "state revision '0' loaded with {} containers",
-            state.containers.len()
-        ),
-    );
-    Ok(state)
+/// A line of pv-appengine's own (its `pvtest_log`), on stdout.
+fn pvtest(level: &str, msg: &str) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!("[pvtest] {secs} {level} -- [pv-appengine]: {msg}");
 }
