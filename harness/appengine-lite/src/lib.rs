@@ -17,19 +17,20 @@
 //!   and `POST /signal` is always "Signal not expected from this platform".
 //!   Identifying LXC payload cgroups inside Docker would need the Pantacor
 //!   LXC fork's cgroup layout.
-//! - Reboot after a container failed (no auto-recovery, or its retries
-//!   exhausted with backoff `reboot`): upstream's pantavisor shuts down and
-//!   exits, pv-ctrl stops accepting for the ~5 s until pv-appengine
-//!   launches it again; here the same process stops every container and
-//!   daemon, keeps answering pv-ctrl, and boots again after
-//!   `reboot_delay`. (A refused factory revision, by contrast, is copied:
-//!   see [`launch`].)
-//! - A refused revision is logged with upstream's lines from its cause to
-//!   "will not actually perform 'reboot' as we are in appengine mode" (not
-//!   upstream's DEBUG chatter around them), and pv-ctrl's listener closes
-//!   as upstream's does; upstream's pantavisor serves pv-ctrl (with the
-//!   state loaded, for a failed service validation) for the second or so
-//!   its launch takes, here only for the instant before the refusal.
+//! - Reboot and poweroff (a container failed without auto-recovery or
+//!   past its retries, a refused factory revision, `cmd reboot|poweroff`)
+//!   are copied from upstream's appengine mode — its log lines up to "will
+//!   not actually perform '<reboot|poweroff>' as we are in appengine mode",
+//!   pv-ctrl's listener closed with its socket file left, the daemons
+//!   stopped, a new launch after the restart delay unless powered off —
+//!   but one process plays both pantavisor and pv-appengine: it keeps the
+//!   parsed state across launches (only a refused revision is read again),
+//!   kills the containers where upstream first sends their halt signal
+//!   (the examples' SIGTERM cleanup does not run), and logs upstream's
+//!   lines but not its DEBUG chatter around them. Upstream serves pv-ctrl
+//!   for the second or so a refused launch takes (with the state loaded,
+//!   for a failed service validation); here only for the instant before
+//!   the refusal.
 //! - Loggers: upstream runs two logger processes per container; here there
 //!   are none, but the 5 s it takes upstream to stop them before a
 //!   container's halt signal is kept (`--logger-stop-ms`), since a client of

@@ -483,7 +483,10 @@ fn crashes_are_retried_with_doubling_delays_then_reboot() {
     assert!(log.contains("Tearing down"), "{log}");
     // After the reboot the daemon is a new process.
     wait_for(Duration::from_secs(5), || {
-        let p = ae.get_json("/daemons")[1]["pid"].as_i64().unwrap_or(0);
+        let p = ae
+            .try_get_json("/daemons")
+            .and_then(|d| d[1]["pid"].as_i64())
+            .unwrap_or(0);
         p > 0 && p != daemon_pid
     })
     .expect("daemon restarted by the reboot");
@@ -518,8 +521,13 @@ fn a_stop_during_a_pending_retry_does_not_stick() {
 }
 
 /// Upstream: a container without auto-recovery whose init exits makes the
-/// device reboot ("platform '…' suddenly stopped"); in the appengine
-/// everything stops and the revision boots again.
+/// device reboot ("platform '…' suddenly stopped", "a platform did not
+/// work as expected. Tearing down..."); in appengine mode (pantavisor.c
+/// pv_shutdown, seen on the real appengine) Pantavisor only shuts down —
+/// "will not actually perform 'reboot' as we are in appengine mode",
+/// pv-ctrl's listener closed with its socket file left, the daemon
+/// stopped — and pv-appengine launches it again after its restart delay:
+/// the revision boots again.
 #[test]
 fn an_exit_without_auto_recovery_reboots() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -539,15 +547,35 @@ fn an_exit_without_auto_recovery_reboots() {
         ],
     );
     let xc = idle_daemon(root.path());
-    let ae = start(root, &xc, 5000);
+    let timing = Timing {
+        reboot_ms: 2000,
+        ..Timing::fast(5000)
+    };
+    let ae = start_with(root, &xc, timing, &[]);
     ready(&ae);
     let plat = ae.container("plat");
     assert!(plat.get("auto_recovery").is_none(), "{plat}");
+    let daemon_pid = ae.get_json("/daemons")[1]["pid"].as_i64().unwrap_or(0);
     ae.wait_log("platform 'plat' suddenly stopped", Duration::from_secs(5));
-    ae.wait_log(
-        "a platform did not work as expected",
-        Duration::from_secs(1),
-    );
+    ae.wait_log("shutdown complete...", Duration::from_secs(5));
+    let log = ae.log();
+    let mut at = log.find("suddenly stopped").unwrap_or(0);
+    for line in [
+        "ERROR -- [controller]: a platform did not work as expected. Tearing down...",
+        "preparing 'reboot'...",
+        "will not actually perform 'reboot' as we are in appengine mode",
+        "server stopped",
+        &format!("Stopping daemon fake-xconnect (pid {daemon_pid})"),
+        "shutdown complete...",
+    ] {
+        match log[at..].find(line) {
+            Some(i) => at += i + line.len(),
+            None => panic!("{line:?} missing or out of order:\n{log}"),
+        }
+    }
+    assert!(ae.socket().exists(), "pv-ctrl's socket file stays");
+    let err = UnixStream::connect(ae.socket()).expect_err("pv-ctrl closed during the reboot");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     wait_for(Duration::from_secs(10), || {
         std::fs::read_to_string(&other_log)
             .unwrap_or_default()

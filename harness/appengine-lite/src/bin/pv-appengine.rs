@@ -15,7 +15,7 @@ use clap::{Parser, ValueEnum};
 
 use appengine_lite::ctrl::{self, Ctrl};
 use appengine_lite::daemon::{Daemon, DaemonSpec};
-use appengine_lite::engine::{Engine, EngineConfig};
+use appengine_lite::engine::{Engine, EngineConfig, Launch};
 use appengine_lite::hostbus::HostBus;
 use appengine_lite::launch;
 use appengine_lite::paths::Paths;
@@ -172,22 +172,9 @@ async fn run(args: Args) -> Result<()> {
     for d in &daemons {
         tokio::spawn(d.clone().run());
     }
-    let mut sock_ino;
+    let (mut server, mut sock_ino);
     loop {
-        let listener = ctrl::bind(&paths.ctrl_socket())
-            .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
-        sock_ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
-        let ctrl = Ctrl::new(
-            engine.clone(),
-            paths.clone(),
-            log.clone(),
-            Default::default(),
-        );
-        let server = tokio::spawn(ctrl::serve(listener, ctrl));
-        log.info(
-            "ctrl",
-            &format!("pv-ctrl listening on {}", paths.ctrl_socket().display()),
-        );
+        (server, sock_ino) = serve_ctrl(&paths, &engine, &log)?;
         let refusal = match launch::load(&paths, &log, hostbus.as_deref()) {
             Ok(state) => {
                 engine.load(state);
@@ -201,24 +188,11 @@ async fn run(args: Args) -> Result<()> {
         // are stopped, pantavisor "exits", pv-appengine launches it again.
         engine.fail(refusal.error.clone());
         refusal.log(&log);
-        server.abort();
-        let _ = server.await;
-        log.debug("ctrl", "server stopped");
+        close_ctrl(server, &log).await;
         for d in &daemons {
-            if d.pid() > 0 {
-                log.info(
-                    "daemons",
-                    &format!("Stopping daemon {} (pid {})", d.name(), d.pid()),
-                );
-            }
             d.suspend();
         }
-        log.info("controller", "shutdown complete...");
-        pvtest("DEBUG", "pantavisor exited");
-        pvtest(
-            "DEBUG",
-            &format!("restarting in {} seconds...", args.reboot_ms / 1000),
-        );
+        exited(&log, args.reboot_ms);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.reboot_ms)) => {}
             _ = term.recv() => return Ok(()),
@@ -230,9 +204,48 @@ async fn run(args: Args) -> Result<()> {
         }
     }
 
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    // A reboot or poweroff of the running revision (engine::Launch).
+    let mut server = Some(server);
+    let mut launches = engine.launches();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            changed = launches.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = *launches.borrow_and_update();
+                match (now, server.take()) {
+                    (Launch::Running, None) => {
+                        pvtest("INFO", "launching pantavisor rev=0");
+                        for d in &daemons {
+                            d.resume();
+                        }
+                        let (s, ino) = serve_ctrl(&paths, &engine, &log)?;
+                        server = Some(s);
+                        sock_ino = ino;
+                    }
+                    (Launch::Rebooting, Some(s)) => {
+                        close_ctrl(s, &log).await;
+                        for d in &daemons {
+                            d.suspend();
+                        }
+                        exited(&log, args.reboot_ms);
+                    }
+                    (Launch::PoweredOff, Some(s)) => {
+                        close_ctrl(s, &log).await;
+                        for d in &daemons {
+                            d.suspend();
+                        }
+                        log.info("controller", "shutdown complete...");
+                        pvtest("DEBUG", "pantavisor exited");
+                        pvtest("INFO", "Pantavisor stopped");
+                    }
+                    (_, s) => server = s,
+                }
+            }
+        }
     }
     log.info("pantavisor", "shutting down");
     for d in &daemons {
@@ -244,6 +257,50 @@ async fn run(args: Args) -> Result<()> {
         let _ = std::fs::remove_file(paths.ctrl_socket());
     }
     Ok(())
+}
+
+/// Binds pv-ctrl and serves it; returns the server task and the socket's
+/// inode (so shutdown only removes its own socket).
+fn serve_ctrl(
+    paths: &Paths,
+    engine: &Arc<Engine>,
+    log: &Arc<PvLog>,
+) -> Result<(tokio::task::JoinHandle<()>, Option<u64>)> {
+    let listener = ctrl::bind(&paths.ctrl_socket())
+        .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
+    let ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
+    let ctrl = Ctrl::new(
+        engine.clone(),
+        paths.clone(),
+        log.clone(),
+        Default::default(),
+    );
+    let server = tokio::spawn(ctrl::serve(listener, ctrl));
+    log.info(
+        "ctrl",
+        &format!("pv-ctrl listening on {}", paths.ctrl_socket().display()),
+    );
+    Ok((server, ino))
+}
+
+/// Upstream's `pv_ctrl_stop`: the listener closes, the socket file stays
+/// (a client connecting to it is refused). Connections already accepted
+/// finish.
+async fn close_ctrl(server: tokio::task::JoinHandle<()>, log: &PvLog) {
+    server.abort();
+    let _ = server.await;
+    log.debug("ctrl", "server stopped");
+}
+
+/// The end of a pantavisor that shut down for a reboot, and
+/// pv-appengine's lines before it launches the next.
+fn exited(log: &PvLog, reboot_ms: u64) {
+    log.info("controller", "shutdown complete...");
+    pvtest("DEBUG", "pantavisor exited");
+    pvtest(
+        "DEBUG",
+        &format!("restarting in {} seconds...", reboot_ms / 1000),
+    );
 }
 
 /// A line of pv-appengine's own (its `pvtest_log`), on stdout.
