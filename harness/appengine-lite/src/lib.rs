@@ -37,7 +37,13 @@
 //!   `PUT /containers/<c>` sees it.
 //! - Updates: `/steps` stores local revisions and `/commands` accepts
 //!   `LOCAL_RUN` and friends, but only revision 0 ever runs; no rollback, no
-//!   signatures, no Pantahub.
+//!   signatures, no Pantahub. `GET /steps/<rev>` answers the same JSON as
+//!   upstream but not the same bytes: keys sorted and values re-serialized,
+//!   where upstream keeps pvtx's text (export order, the export's own
+//!   spacing); a client parsing it cannot tell.
+//! - Commands wait 1 s for the state loop to take them; upstream's loop
+//!   takes them between about 0.5 and 2 s, so how many of a quick burst
+//!   of `pvcontrol cmd` calls get 503 (exit 75) varies on both.
 //! - `/config`, `/config2` serve the real appengine's answers as captured;
 //!   `/buildinfo` names appengine-lite; device metadata has upstream's keys
 //!   with this host's values.
