@@ -42,8 +42,9 @@
 //!   where upstream keeps pvtx's text (export order, the export's own
 //!   spacing); a client parsing it cannot tell.
 //! - Commands wait 1 s for the state loop to take them; upstream's loop
-//!   takes them between about 0.5 and 2 s, so how many of a quick burst
-//!   of `pvcontrol cmd` calls get 503 (exit 75) varies on both.
+//!   takes them at its next pass, up to 2 s later (`WAIT_INTERVAL`,
+//!   sooner when a container event wakes it), so how many of a quick
+//!   burst of `pvcontrol cmd` calls get 503 (exit 75) varies on both.
 //! - `/config`, `/config2` serve the real appengine's answers as captured;
 //!   `/buildinfo` names appengine-lite; device metadata has upstream's keys
 //!   with this host's values.
