@@ -305,7 +305,8 @@ impl Engine {
         inner.state = Some(Arc::new(state));
     }
 
-    /// Records why no state could be loaded (pv-ctrl keeps answering).
+    /// Records why no state could be loaded (what pv-ctrl answers until
+    /// the refused launch closes it).
     pub fn fail(&self, error: String) {
         self.lock().error = Some(error);
     }
