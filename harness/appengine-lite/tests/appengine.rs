@@ -557,7 +557,10 @@ fn an_exit_without_auto_recovery_reboots() {
     assert!(plat.get("auto_recovery").is_none(), "{plat}");
     let daemon_pid = ae.get_json("/daemons")[1]["pid"].as_i64().unwrap_or(0);
     ae.wait_log("platform 'plat' suddenly stopped", Duration::from_secs(5));
-    ae.wait_log("shutdown complete...", Duration::from_secs(5));
+    ae.wait_log(
+        &format!("Stopping daemon fake-xconnect (pid {daemon_pid})"),
+        Duration::from_secs(5),
+    );
     let log = ae.log();
     let mut at = log.find("suddenly stopped").unwrap_or(0);
     for line in [
@@ -566,7 +569,6 @@ fn an_exit_without_auto_recovery_reboots() {
         "will not actually perform 'reboot' as we are in appengine mode",
         "server stopped",
         &format!("Stopping daemon fake-xconnect (pid {daemon_pid})"),
-        "shutdown complete...",
     ] {
         match log[at..].find(line) {
             Some(i) => at += i + line.len(),
@@ -688,7 +690,7 @@ fn daemons_respawn_through_a_placeholder_and_obey_stop_start() {
 /// got no response` and exits 1), and, `reboot_ms` later, the same refusal
 /// logged again by the next launch.
 fn assert_refused_launch(ae: &Appengine, first_error: &str, teardown: &[&str]) {
-    ae.wait_log("shutdown complete...", Duration::from_secs(5));
+    ae.wait_log("server stopped", Duration::from_secs(5));
     let log = ae.log();
     let mut at = 0;
     for line in std::iter::once(first_error)
@@ -697,7 +699,6 @@ fn assert_refused_launch(ae: &Appengine, first_error: &str, teardown: &[&str]) {
             "preparing 'reboot'...",
             "will not actually perform 'reboot' as we are in appengine mode",
             "server stopped",
-            "shutdown complete...",
         ])
     {
         match log[at..].find(line) {

@@ -282,7 +282,7 @@ fn a_container_exporting_system_bus_is_refused() {
     );
     // Then upstream's first state run gives up and, in appengine mode,
     // Pantavisor shuts down instead of rebooting: pv-ctrl stops accepting.
-    ae.wait_log("shutdown complete...", Duration::from_secs(5));
+    ae.wait_log("server stopped", Duration::from_secs(5));
     assert!(ae
         .log()
         .contains("a platform did not work as expected. Tearing down..."));

@@ -363,7 +363,7 @@ fn reboot_and_poweroff_commands() {
         ae.pvcontrol(&["cmd", "reboot", "because"]),
         (0, "\n".into(), String::new())
     );
-    ae.wait_log("shutdown complete...", Duration::from_secs(5));
+    ae.wait_log("server stopped", Duration::from_secs(5));
     let log = ae.log();
     assert!(
         log.contains("reboot command with message 'because' received. Rebooting...")
@@ -381,7 +381,7 @@ fn reboot_and_poweroff_commands() {
 
     assert_eq!(ae.pvcontrol(&["cmd", "poweroff"]).0, 0);
     wait_for(Duration::from_secs(5), || {
-        ae.log().matches("shutdown complete...").count() >= 2
+        ae.log().matches("server stopped").count() >= 2
     })
     .unwrap_or_else(|| panic!("powered off:\n{}", ae.log()));
     assert!(ae

@@ -192,7 +192,7 @@ async fn run(args: Args) -> Result<()> {
         for d in &daemons {
             d.suspend();
         }
-        exited(&log, args.reboot_ms);
+        exited(args.reboot_ms);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(args.reboot_ms)) => {}
             _ = term.recv() => return Ok(()),
@@ -231,14 +231,13 @@ async fn run(args: Args) -> Result<()> {
                         for d in &daemons {
                             d.suspend();
                         }
-                        exited(&log, args.reboot_ms);
+                        exited(args.reboot_ms);
                     }
                     (Launch::PoweredOff, Some(s)) => {
                         close_ctrl(s, &log).await;
                         for d in &daemons {
                             d.suspend();
                         }
-                        log.info("controller", "shutdown complete...");
                         pvtest("DEBUG", "pantavisor exited");
                         pvtest("INFO", "Pantavisor stopped");
                     }
@@ -292,10 +291,10 @@ async fn close_ctrl(server: tokio::task::JoinHandle<()>, log: &PvLog) {
     log.debug("ctrl", "server stopped");
 }
 
-/// The end of a pantavisor that shut down for a reboot, and
-/// pv-appengine's lines before it launches the next.
-fn exited(log: &PvLog, reboot_ms: u64) {
-    log.info("controller", "shutdown complete...");
+/// pv-appengine's lines after a pantavisor that shut down for a reboot
+/// exited (upstream's own last line, "shutdown complete...", comes after
+/// its log is unmounted and never reaches pantavisor.log).
+fn exited(reboot_ms: u64) {
     pvtest("DEBUG", "pantavisor exited");
     pvtest(
         "DEBUG",
