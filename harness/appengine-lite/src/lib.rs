@@ -25,8 +25,11 @@
 //!   stopped, a new launch after the restart delay unless powered off —
 //!   but one process plays both pantavisor and pv-appengine: it keeps the
 //!   parsed state across launches (only a refused revision is read again),
-//!   kills the containers where upstream first sends their halt signal
-//!   (the examples' SIGTERM cleanup does not run), and logs upstream's
+//!   kills the containers where upstream first stops them leniently (the
+//!   examples' SIGTERM cleanup does not run; and during upstream's stop,
+//!   up to ~10 s, its pv-ctrl still accepts but answers nothing —
+//!   pvcontrol exits 255 with no message — where here it is closed at
+//!   once: exit 1, "got no response"), and logs upstream's
 //!   lines but not its DEBUG chatter around them. Upstream serves pv-ctrl
 //!   for the second or so a refused launch takes (with the state loaded,
 //!   for a failed service validation); here only for the instant before
