@@ -1,5 +1,7 @@
-//! Broken pvrexports: the appengine must say why in pantavisor.log, start
-//! nothing, and keep answering pv-ctrl.
+//! Broken pvrexports: the appengine must say why in pantavisor.log and
+//! start nothing; then, as Pantavisor refusing its factory revision does in
+//! appengine mode, it shuts down instead of rebooting (pv-ctrl stops
+//! answering) and pv-appengine launches it again.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ fn spec(name: &str, args: Value, services: Option<Value>) -> ContainerSpec {
 }
 
 /// Boots with `files` only, waits for `needle` in pantavisor.log, then
-/// checks nothing started and pv-ctrl still answers.
+/// checks nothing started.
 fn expect_refused(group: &str, files: Vec<std::path::PathBuf>, needle: &str) {
     let ae = Appengine::boot(BootOptions {
         group: group.into(),
@@ -38,8 +40,8 @@ fn expect_refused(group: &str, files: Vec<std::path::PathBuf>, needle: &str) {
     }
     // Give a wrongly started container time to show up.
     std::thread::sleep(Duration::from_secs(3));
-    // pv-ctrl answers "State not loaded yet" (or, on a real appengine,
-    // is gone after Pantavisor's non-reboot): nothing started either way.
+    // pv-ctrl is gone after Pantavisor's non-reboot (or, caught during a
+    // launch, answers "State not loaded yet"): nothing started either way.
     let containers = match ae.containers_after_refusal() {
         Ok(list) => list,
         Err(e) => panic!("{e:#}\n{}", ae.diagnostics()),

@@ -185,8 +185,15 @@ impl Daemon {
         }
     }
 
-    /// Stops it for a reboot.
+    /// Stops it for a reboot (upstream's `pv_init_stop_daemons`).
     pub fn suspend(&self) {
+        let pid = self.pid();
+        if pid > 0 {
+            self.log.info(
+                "daemons",
+                &format!("Stopping daemon {} (pid {pid})", self.spec.name),
+            );
+        }
         self.terminate();
     }
 

@@ -14,9 +14,11 @@
 //!   it INSTALLED again, which starts it.
 //! - An init that exits on its own: auto-recovery ([`crate::recovery`])
 //!   retries it from RECOVERING; without auto-recovery, or after the last
-//!   retry with backoff `reboot`, Pantavisor reboots — here: every
-//!   container and daemon is stopped and the boot starts over after 5 s,
-//!   as pv-appengine restarts a pantavisor that asked for a reboot. A stop
+//!   retry with backoff `reboot`, Pantavisor reboots, which in appengine
+//!   mode means it shuts down and exits ("will not actually perform
+//!   'reboot' as we are in appengine mode"): every container and daemon
+//!   is stopped, pv-ctrl closes, and pv-appengine launches it again after
+//!   5 s ([`Launch`]). A stop
 //!   requested while a retry is pending does not prevent the retry (the
 //!   restart resets `user_stopped`).
 //!
@@ -128,6 +130,39 @@ struct Inner {
     ready: bool,
     /// Set while a reboot is under way: nothing is started before it.
     reboot_at: Option<Instant>,
+    /// After a poweroff: nothing ever starts again.
+    halted: bool,
+}
+
+/// The system transitions upstream's shutdown performs
+/// (`pv_system_transition_t`); in appengine mode neither happens, and
+/// pantavisor exits instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// pv-appengine launches pantavisor again after its restart delay.
+    Reboot,
+    /// pantavisor exits 3 and pv-appengine stops for good.
+    Poweroff,
+}
+
+impl Transition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transition::Reboot => "reboot",
+            Transition::Poweroff => "poweroff",
+        }
+    }
+}
+
+/// Whether the imitated pantavisor process is running (and serving
+/// pv-ctrl), as pv-appengine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    Running,
+    /// Shut down for a reboot: launched again after the reboot delay.
+    Rebooting,
+    /// Shut down for a poweroff: never launched again.
+    PoweredOff,
 }
 
 /// Timing knobs (upstream's values by default; tests shorten them).
@@ -168,6 +203,7 @@ pub struct Engine {
     ops: tokio::sync::Mutex<()>,
     daemons: Mutex<Vec<Arc<Daemon>>>,
     hostbus: Mutex<Option<Arc<HostBus>>>,
+    launch: tokio::sync::watch::Sender<Launch>,
 }
 
 #[derive(Serialize)]
@@ -220,7 +256,14 @@ impl Engine {
             ops: tokio::sync::Mutex::new(()),
             daemons: Mutex::new(Vec::new()),
             hostbus: Mutex::new(None),
+            launch: tokio::sync::watch::Sender::new(Launch::Running),
         })
+    }
+
+    /// Follows the imitated pantavisor's launches: pv-appengine closes
+    /// pv-ctrl while it is not [`Launch::Running`].
+    pub fn launches(&self) -> tokio::sync::watch::Receiver<Launch> {
+        self.launch.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -262,7 +305,8 @@ impl Engine {
         inner.state = Some(Arc::new(state));
     }
 
-    /// Records why no state could be loaded (pv-ctrl keeps answering).
+    /// Records why no state could be loaded (what pv-ctrl answers until
+    /// the refused launch closes it).
     pub fn fail(&self, error: String) {
         self.lock().error = Some(error);
     }
@@ -602,23 +646,24 @@ impl Engine {
         let _ops = self.ops.lock().await;
         let now = Instant::now();
         let mut to_start: Vec<String> = Vec::new();
-        let mut reboot: Option<String> = None;
+        let mut reboot = false;
         {
             let mut guard = self.lock();
             let inner = &mut *guard;
             let Some(state) = inner.state.clone() else {
                 return;
             };
+            if inner.halted {
+                return;
+            }
             if let Some(at) = inner.reboot_at {
                 if now < at {
                     return;
                 }
                 inner.reboot_at = None;
+                self.launch.send_replace(Launch::Running);
                 self.log
                     .info("pantavisor", "booting again after the reboot");
-                for d in self.daemons() {
-                    d.resume();
-                }
             }
             for i in 0..inner.plats.len() {
                 let gate = Self::prev_groups(inner, &state, &inner.plats[i].spec.group, now);
@@ -667,7 +712,7 @@ impl Engine {
                                     "state",
                                     &format!("platform '{}' suddenly stopped", p.spec.name),
                                 );
-                                reboot = Some(p.spec.name.clone());
+                                reboot = true;
                                 break;
                             }
                         }
@@ -720,7 +765,7 @@ impl Engine {
                                 "state",
                                 &format!("platform '{}' is not running", p.spec.name),
                             );
-                            reboot = Some(p.spec.name.clone());
+                            reboot = true;
                             break;
                         }
                     }
@@ -729,7 +774,7 @@ impl Engine {
             }
             let all_there = !inner.plats.is_empty()
                 && inner.plats.iter().all(|p| p.goal(now) == Goal::Achieved);
-            if reboot.is_none() && !inner.ready && all_there {
+            if !reboot && !inner.ready && all_there {
                 inner.ready = true;
                 self.log.info(
                     "state",
@@ -737,8 +782,12 @@ impl Engine {
                 );
             }
         }
-        if let Some(culprit) = reboot {
-            self.reboot(&culprit);
+        if reboot {
+            self.log.error(
+                "controller",
+                "a platform did not work as expected. Tearing down...",
+            );
+            self.shut_down(Transition::Reboot);
             return;
         }
         for name in to_start {
@@ -746,26 +795,28 @@ impl Engine {
         }
     }
 
-    /// Reboots on request (`REBOOT_DEVICE`): see [`Engine::reboot`].
-    pub async fn reboot_now(&self, why: &str) {
+    /// `REBOOT_DEVICE` / `POWEROFF_DEVICE`: see [`Engine::shut_down`].
+    pub async fn transition_now(&self, t: Transition) {
         let _ops = self.ops.lock().await;
-        self.reboot(why);
+        self.shut_down(t);
     }
 
-    /// What a reboot is in the appengine: everything stops, and after
-    /// `reboot_delay` the revision boots from scratch (pids back to -1).
-    fn reboot(&self, culprit: &str) {
-        self.log.error(
-            "controller",
-            &format!("a platform did not work as expected ('{culprit}'). Tearing down..."),
-        );
+    /// Upstream's shutdown in appengine mode (pantavisor.c pv_shutdown):
+    /// every container stops, and pantavisor exits, closing pv-ctrl and
+    /// stopping its daemons (pv-appengine's side, see [`Launch`]); on a reboot
+    /// pv-appengine launches it again after `reboot_delay`, where the
+    /// revision boots from scratch (pids back to -1); after a poweroff it
+    /// stays down.
+    fn shut_down(&self, t: Transition) {
+        self.log
+            .info("controller", &format!("preparing '{}'...", t.as_str()));
         self.log.info(
             "controller",
-            "will not actually perform 'reboot' as we are in appengine mode",
+            &format!(
+                "will not actually perform '{}' as we are in appengine mode",
+                t.as_str()
+            ),
         );
-        for d in self.daemons() {
-            d.suspend();
-        }
         let mut inner = self.lock();
         for p in inner.plats.iter_mut() {
             if let Some(mut h) = p.handle.take() {
@@ -774,7 +825,16 @@ impl Engine {
         }
         inner.plats = inner.plats.drain(..).map(|p| Plat::new(p.spec)).collect();
         inner.ready = false;
-        inner.reboot_at = Some(Instant::now() + self.cfg.reboot_delay);
+        match t {
+            Transition::Reboot => {
+                inner.reboot_at = Some(Instant::now() + self.cfg.reboot_delay);
+                self.launch.send_replace(Launch::Rebooting);
+            }
+            Transition::Poweroff => {
+                inner.halted = true;
+                self.launch.send_replace(Launch::PoweredOff);
+            }
+        }
     }
 
     /// Runs the supervisor until the process ends.

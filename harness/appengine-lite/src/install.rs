@@ -1,9 +1,10 @@
 //! First-boot install of `/usr/lib/pantavisor/pvtx.d/*` into revision 0.
 //!
 //! Each file is a pvrexport (tar, optionally gzipped) holding `json` (a
-//! partial state) and `objects/<sha256>`. Objects are hashed while being
-//! written and rejected when the hash differs from their name; the partial
-//! states are merged key by key (later files win) into
+//! partial state) and `objects/<sha256>`. Objects are stored under the
+//! name the export gives them without checking it, as upstream's pvtx does
+//! (Pantavisor checks them when it loads the revision, see
+//! [`crate::launch`]); the partial states are merged key by key (later files win) into
 //! `trails/0/.pvr/json`. Like upstream's layout, `trails/0/<key>` holds each
 //! state entry as a file (JSON values written out, object references
 //! hard-linked to `objects/<sha>`). The marker `.pvtx-done` makes this
@@ -15,7 +16,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::paths::Paths;
@@ -39,12 +39,6 @@ pub enum InstallError {
     NoJson { file: PathBuf },
     #[error("pvrexport '{file}': 'json' is not a JSON object: {reason}")]
     BadJson { file: PathBuf, reason: String },
-    #[error("pvrexport '{file}': object '{object}' has bad checksum (content hashes to {actual})")]
-    BadObject {
-        file: PathBuf,
-        object: String,
-        actual: String,
-    },
     #[error("pvrexport '{file}': entry '{entry}' is not a valid object name")]
     BadObjectName { file: PathBuf, entry: String },
     #[error("state key '{key}' refers to object '{sha}' which no pvrexport provided")]
@@ -204,8 +198,8 @@ fn unpack(file: &Path, objects: &Path) -> Result<Map<String, Value>, InstallErro
     })
 }
 
-/// Streams an object into the store through a temp file, verifying its hash
-/// before it becomes visible under its name.
+/// Streams an object into the store through a temp file, so it only
+/// becomes visible under its name once complete.
 fn store_object(
     file: &Path,
     sha: &str,
@@ -214,7 +208,6 @@ fn store_object(
 ) -> Result<(), InstallError> {
     let tmp = objects.join(format!(".tmp-{sha}"));
     let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = src.read(&mut buf).map_err(|source| InstallError::Tar {
@@ -224,19 +217,9 @@ fn store_object(
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io_err(&tmp))?;
     }
     drop(out);
-    let actual = hex::encode(hasher.finalize());
-    if !actual.eq_ignore_ascii_case(sha) {
-        let _ = fs::remove_file(&tmp);
-        return Err(InstallError::BadObject {
-            file: file.to_owned(),
-            object: sha.to_owned(),
-            actual,
-        });
-    }
     let dst = objects.join(sha.to_ascii_lowercase());
     fs::rename(&tmp, &dst).map_err(io_err(&dst))
 }

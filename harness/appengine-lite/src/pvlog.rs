@@ -99,6 +99,11 @@ impl PvLog {
         self.log(Level::Error, module, msg)
     }
 
+    /// `DEBUG` shorthand.
+    pub fn debug(&self, module: &str, msg: &str) {
+        self.log(Level::Debug, module, msg)
+    }
+
     /// `WARN` shorthand.
     pub fn warn(&self, module: &str, msg: &str) {
         self.log(Level::Warn, module, msg)

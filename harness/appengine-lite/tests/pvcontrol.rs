@@ -344,6 +344,63 @@ fn command_subcommands() {
     );
 }
 
+/// Upstream's `cmd reboot` and `cmd poweroff` (pantavisor.c _pv_command
+/// then pv_shutdown): accepted (exit 0), then in appengine mode "will not
+/// actually perform '<reboot|poweroff>'" and Pantavisor exits, its
+/// containers stopped and pv-ctrl closed (pvcontrol: `ERROR: got no
+/// response`, exit 1). pv-appengine launches it again after a reboot
+/// (containers and pv-ctrl back), never after a poweroff (exit code 3).
+#[test]
+fn reboot_and_poweroff_commands() {
+    let ae = booted();
+    let pid = |ae: &Appengine| {
+        ae.try_get_json("/xconnect-graph")
+            .map(|_| ae.container("app"))
+            .filter(|c| c["status"] == "STARTED")
+    };
+    assert!(pid(&ae).is_some());
+    assert_eq!(
+        ae.pvcontrol(&["cmd", "reboot", "because"]),
+        (0, "\n".into(), String::new())
+    );
+    ae.wait_log("server stopped", Duration::from_secs(5));
+    let log = ae.log();
+    assert!(
+        log.contains("reboot command with message 'because' received. Rebooting...")
+            && log.contains("will not actually perform 'reboot' as we are in appengine mode"),
+        "{log}"
+    );
+    wait_for(Duration::from_secs(10), || {
+        ae.log()
+            .matches("state revision '0' status is now READY")
+            .count()
+            >= 2
+            && pid(&ae).is_some()
+    })
+    .unwrap_or_else(|| panic!("booted again after the reboot:\n{}", ae.log()));
+
+    assert_eq!(ae.pvcontrol(&["cmd", "poweroff"]).0, 0);
+    wait_for(Duration::from_secs(5), || {
+        ae.log().matches("server stopped").count() >= 2
+    })
+    .unwrap_or_else(|| panic!("powered off:\n{}", ae.log()));
+    assert!(ae
+        .log()
+        .contains("will not actually perform 'poweroff' as we are in appengine mode"));
+    // Well past the reboot delay: still down.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        ae.pvcontrol(&["containers", "ls"]),
+        (1, String::new(), "ERROR: got no response\n".to_owned())
+    );
+    assert_eq!(
+        ae.log()
+            .matches("state revision '0' status is now READY")
+            .count(),
+        2
+    );
+}
+
 /// pvcurl gives up on an answer idle for 5 s (`nc -w 5`): a stop that
 /// takes upstream's 5+ s fails with exit 255 and no message, though it
 /// happens — what the harness met on the real appengine. Upstream's

@@ -89,12 +89,13 @@ impl Appengine {
     }
 
     /// The containers running after Pantavisor refused the state it was
-    /// given: none are listed while no state is loaded (pv-ctrl answers its
-    /// "State not loaded yet" error, appengine-lite the same), and a real
-    /// Pantavisor refusing its factory revision goes on to `STATE_REBOOT`,
-    /// which in appengine mode ends Pantavisor without rebooting: pv-ctrl
-    /// then answers nothing, and nothing runs. Any other failure of pv-ctrl
-    /// is an error.
+    /// given. Pantavisor refusing its factory revision goes on to
+    /// `STATE_REBOOT`, which in appengine mode ends it without rebooting
+    /// (appengine-lite copies this): pv-ctrl then answers nothing, nothing
+    /// runs, and pv-appengine launches it again ~5 s later, which refuses
+    /// again. Caught while a launch is still loading, pv-ctrl may answer
+    /// "State not loaded yet": nothing is listed either. Any other failure
+    /// of pv-ctrl is an error.
     pub fn containers_after_refusal(&self) -> Result<Vec<Value>> {
         match self.containers() {
             Ok(list) => Ok(list),

@@ -15,13 +15,12 @@ use clap::{Parser, ValueEnum};
 
 use appengine_lite::ctrl::{self, Ctrl};
 use appengine_lite::daemon::{Daemon, DaemonSpec};
-use appengine_lite::engine::{Engine, EngineConfig};
+use appengine_lite::engine::{Engine, EngineConfig, Launch};
 use appengine_lite::hostbus::HostBus;
-use appengine_lite::install;
+use appengine_lite::launch;
 use appengine_lite::paths::Paths;
 use appengine_lite::pvlog::PvLog;
 use appengine_lite::runtime::{self, LxcRuntime, ProcessRuntime, Runtime};
-use appengine_lite::state::State;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum RuntimeKind {
@@ -165,47 +164,87 @@ async fn run(args: Args) -> Result<()> {
     }
     engine.set_daemons(daemons.clone());
 
-    let loaded = load(&paths, &log, hostbus.as_deref());
-    let ok = match loaded {
-        Ok(state) => {
-            engine.load(state);
-            true
-        }
-        Err(msg) => {
-            log.error("state", &msg);
-            log.error("state", "state could not be loaded: starting nothing");
-            engine.fail(msg);
-            false
-        }
-    };
-
-    let listener = ctrl::bind(&paths.ctrl_socket())
-        .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
-    let sock_ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
-    let ctrl = Ctrl::new(
-        engine.clone(),
-        paths.clone(),
-        log.clone(),
-        Default::default(),
-    );
-    tokio::spawn(ctrl::serve(listener, ctrl));
-    log.info(
-        "ctrl",
-        &format!("pv-ctrl listening on {}", paths.ctrl_socket().display()),
-    );
-    if ok {
-        tokio::spawn(engine.clone().run());
-        for d in &daemons {
-            tokio::spawn(d.clone().run());
-        }
-    }
-
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+
+    // Upstream spawns the daemons at init, before it looks at the state.
+    for d in &daemons {
+        tokio::spawn(d.clone().run());
+    }
+    let (mut server, mut sock_ino);
+    loop {
+        (server, sock_ino) = serve_ctrl(&paths, &engine, &log)?;
+        let refusal = match launch::load(&paths, &log, hostbus.as_deref()) {
+            Ok(state) => {
+                engine.load(state);
+                tokio::spawn(engine.clone().run());
+                break;
+            }
+            Err(r) => r,
+        };
+        // STATE_REBOOT in appengine mode (see appengine_lite::launch):
+        // pv-ctrl's listener closes (the socket file stays), the daemons
+        // are stopped, pantavisor "exits", pv-appengine launches it again.
+        engine.fail(refusal.error.clone());
+        refusal.log(&log);
+        close_ctrl(server, &log).await;
+        for d in &daemons {
+            d.suspend();
+        }
+        exited(args.reboot_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(args.reboot_ms)) => {}
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+        pvtest("INFO", "launching pantavisor rev=0");
+        for d in &daemons {
+            d.resume();
+        }
+    }
+
+    // A reboot or poweroff of the running revision (engine::Launch).
+    let mut server = Some(server);
+    let mut launches = engine.launches();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            changed = launches.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = *launches.borrow_and_update();
+                match (now, server.take()) {
+                    (Launch::Running, None) => {
+                        pvtest("INFO", "launching pantavisor rev=0");
+                        for d in &daemons {
+                            d.resume();
+                        }
+                        let (s, ino) = serve_ctrl(&paths, &engine, &log)?;
+                        server = Some(s);
+                        sock_ino = ino;
+                    }
+                    (Launch::Rebooting, Some(s)) => {
+                        close_ctrl(s, &log).await;
+                        for d in &daemons {
+                            d.suspend();
+                        }
+                        exited(args.reboot_ms);
+                    }
+                    (Launch::PoweredOff, Some(s)) => {
+                        close_ctrl(s, &log).await;
+                        for d in &daemons {
+                            d.suspend();
+                        }
+                        pvtest("DEBUG", "pantavisor exited");
+                        pvtest("INFO", "Pantavisor stopped");
+                    }
+                    (_, s) => server = s,
+                }
+            }
+        }
     }
     log.info("pantavisor", "shutting down");
     for d in &daemons {
@@ -219,32 +258,54 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Install (first boot) + parse + validate (+ the hosted bus's policy);
-/// the error text goes to the log.
-fn load(paths: &Paths, log: &PvLog, bus: Option<&HostBus>) -> Result<State, String> {
-    let installed =
-        install::ensure_installed(paths).map_err(|e| format!("pvtx install failed: {e}"))?;
-    for f in &installed.files {
-        log.info(
-            "pvtx",
-            &format!("installed '{}' into revision 0", f.display()),
-        );
-    }
-    if !installed.files.is_empty() {
-        log.info("pvtx", "wrote .pvtx-done");
-    }
-    let state = State::parse("0", &installed.state).map_err(|e| e.to_string())?;
-    state.validate(bus.is_some()).map_err(|e| e.to_string())?;
-    if let Some(bus) = bus {
-        bus.generate(&state)
-            .map_err(|e| format!("could not write the hosted bus policy: {e}"))?;
-    }
-    log.info(
-        "state",
-        &format!(
-            "state revision '0' loaded with {} containers",
-            state.containers.len()
-        ),
+/// Binds pv-ctrl and serves it; returns the server task and the socket's
+/// inode (so shutdown only removes its own socket).
+fn serve_ctrl(
+    paths: &Paths,
+    engine: &Arc<Engine>,
+    log: &Arc<PvLog>,
+) -> Result<(tokio::task::JoinHandle<()>, Option<u64>)> {
+    let listener = ctrl::bind(&paths.ctrl_socket())
+        .with_context(|| format!("binding {}", paths.ctrl_socket().display()))?;
+    let ino = std::fs::metadata(paths.ctrl_socket()).map(|m| m.ino()).ok();
+    let ctrl = Ctrl::new(
+        engine.clone(),
+        paths.clone(),
+        log.clone(),
+        Default::default(),
     );
-    Ok(state)
+    let server = tokio::spawn(ctrl::serve(listener, ctrl));
+    log.info(
+        "ctrl",
+        &format!("pv-ctrl listening on {}", paths.ctrl_socket().display()),
+    );
+    Ok((server, ino))
+}
+
+/// Upstream's `pv_ctrl_stop`: the listener closes, the socket file stays
+/// (a client connecting to it is refused). Connections already accepted
+/// finish.
+async fn close_ctrl(server: tokio::task::JoinHandle<()>, log: &PvLog) {
+    server.abort();
+    let _ = server.await;
+    log.debug("ctrl", "server stopped");
+}
+
+/// pv-appengine's lines after a pantavisor that shut down for a reboot
+/// exited (upstream's own last line, "shutdown complete...", comes after
+/// its log is unmounted and never reaches pantavisor.log).
+fn exited(reboot_ms: u64) {
+    pvtest("DEBUG", "pantavisor exited");
+    pvtest(
+        "DEBUG",
+        &format!("restarting in {} seconds...", reboot_ms / 1000),
+    );
+}
+
+/// A line of pv-appengine's own (its `pvtest_log`), on stdout.
+fn pvtest(level: &str, msg: &str) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!("[pvtest] {secs} {level} -- [pv-appengine]: {msg}");
 }

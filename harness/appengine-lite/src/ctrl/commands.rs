@@ -9,7 +9,8 @@
 //! appengine (local mode, unclaimed, remote control off): `GO_REMOTE` (409),
 //! `UPDATE_METADATA` (409), `UNCLAIM` (204 with an `Error` body). Accepted
 //! commands take effect about a second later: `REBOOT_DEVICE` and
-//! `POWEROFF_DEVICE` reboot the appengine ([`crate::engine`]), `RUN_GC`
+//! `POWEROFF_DEVICE` shut Pantavisor down as in appengine mode (pv-ctrl
+//! closes; after a reboot it comes back, see [`crate::engine`]), `RUN_GC`
 //! collects objects; the others (`LOCAL_RUN`, `MAKE_FACTORY`, ssh, …) are
 //! logged and otherwise ignored — there are no updates here.
 //!
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 use super::wire::Response;
 use super::Ctrl;
+use crate::engine::Transition;
 
 /// Largest command or signal body.
 const MAX_BODY: usize = 4096;
@@ -114,8 +116,21 @@ impl Commands {
         tokio::spawn(async move {
             tokio::time::sleep(Self::PICKUP).await;
             match op.as_str() {
-                "REBOOT_DEVICE" | "POWEROFF_DEVICE" => {
-                    engine.reboot_now(&format!("command {op}")).await
+                "REBOOT_DEVICE" => {
+                    log.debug(
+                        "controller",
+                        &format!("reboot command with message '{payload}' received. Rebooting..."),
+                    );
+                    engine.transition_now(Transition::Reboot).await
+                }
+                "POWEROFF_DEVICE" => {
+                    log.debug(
+                        "controller",
+                        &format!(
+                            "poweroff command with message '{payload}' received. Powering off..."
+                        ),
+                    );
+                    engine.transition_now(Transition::Poweroff).await
                 }
                 "RUN_GC" => {
                     super::store::gc(&paths);

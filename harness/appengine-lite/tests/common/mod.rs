@@ -125,6 +125,13 @@ impl Appengine {
         assert_eq!(code, 200, "GET {path}: {body}");
         serde_json::from_str(&body).expect("json body")
     }
+    /// `GET path` as JSON, or `None` while pv-ctrl does not accept (as
+    /// during a reboot) or answers an error.
+    pub fn try_get_json(&self, path: &str) -> Option<Value> {
+        UnixStream::connect(self.socket()).ok()?;
+        let (code, _, body) = self.get(path);
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
         wait_for(timeout, || self.log().contains(needle))
             .unwrap_or_else(|| panic!("'{needle}' not in pantavisor.log:\n{}", self.log()));
