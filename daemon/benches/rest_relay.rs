@@ -17,7 +17,9 @@
 //! proxy's context switches (every thread of every process of the proxy,
 //! voluntary and not) and CPU time. `PVX_BENCH_DAEMON=<path>` benchmarks
 //! another build of the daemon; `REST_BENCH_REQUESTS` sets the requests per
-//! connection and round (default 20000).
+//! connection and round (default 20000). Lines starting `peer-table:`
+//! (figure | peer/direct | ours/direct | ours/peer) and `idle-pss:` are what
+//! `ci/bench-peers.sh` collects.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -68,6 +70,16 @@ fn main() {
         "link injected"
     );
     let nginx = Proxy::nginx(&provider, dir.path());
+    // Idle PSS before any traffic (nginx: master and workers together).
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_pss = |p: &Proxy| {
+        p.pids()
+            .into_iter()
+            .map(pv_testkit::procstat::pss_kib)
+            .sum::<u64>() as f64
+            / 1024.0
+    };
+    let pss = (idle_pss(&daemon), nginx.as_ref().map(idle_pss));
 
     let mut paths: Vec<(&str, PathBuf, Option<&Proxy>)> = vec![
         ("direct", provider.clone(), None),
@@ -132,6 +144,24 @@ fn main() {
             ours.1 / peer.1,
             ours.2 / peer.2
         );
+        for (conns, i) in [(1, 1), (4, 2)] {
+            let pick = |r: &(&str, f64, f64)| if i == 1 { r.1 } else { r.2 };
+            let direct = if i == 1 { direct.0 } else { direct.1 };
+            println!(
+                "peer-table: REST keep-alive req/s, {conns} connection{} | nginx {:.2} | {:.2} | {:.2}x nginx",
+                if conns == 1 { "" } else { "s" },
+                pick(peer) / direct,
+                pick(ours) / direct,
+                pick(ours) / pick(peer)
+            );
+        }
+    }
+    println!(
+        "idle-pss: pv-xconnect {:.2} MiB (daemon with 1 rest link)",
+        pss.0
+    );
+    if let Some(n) = pss.1 {
+        println!("idle-pss: nginx {n:.2} MiB (master and 2 workers)");
     }
 }
 

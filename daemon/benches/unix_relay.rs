@@ -17,6 +17,11 @@
 //! (nothing relays; the consumer's connect lands on the provider's socket
 //! through the bind mount) are measured in the same interleaved rounds.
 //!
+//! socat (`UNIX-LISTEN:<sock>,fork UNIX-CONNECT:<provider>`, the relay a
+//! user would pick instead), when on PATH, relays the same provider to the
+//! same client in the same rounds; without it the socat column is left out
+//! and says so.
+//!
 //! Prints: throughput of 64 KiB writes, 1-byte round-trip p50/p99 (and the
 //! daemon's context switches per round trip), new
 //! connections per second (connect, 1-byte echo, close), the daemon's idle
@@ -24,7 +29,9 @@
 //! vs binary and files: code paged in by a link's first start counts too),
 //! its open fds and threads (idle, 1 link,
 //! 100 links), and the daemon binary's size. Traffic
-//! figures are medians of alternating direct/relay rounds.
+//! figures are medians of alternating direct/relay/socat rounds. Lines
+//! starting `peer-table:` (figure | peer/direct | ours/direct | ours/peer)
+//! and `idle-pss:` are what `ci/bench-peers.sh` collects.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -92,6 +99,15 @@ fn main() {
         d
     });
 
+    // The peer, started after the daemons' idle figures: its idle PSS with
+    // its listener up, as the daemon's with its one link.
+    let socat = Socat::start(&provider, dir.path());
+    std::thread::sleep(Duration::from_millis(300));
+    let daemon_pss = pv_testkit::procstat::pss_kib(daemon.0.id());
+    let socat_pss = socat
+        .as_ref()
+        .map(|s| pv_testkit::procstat::pss_kib(s.child.id()));
+
     // On a 2-core machine client, relay and server compete for CPU and one
     // run can differ from the next by 2x: alternate direct and relay rounds
     // and report medians, with the spread.
@@ -100,9 +116,14 @@ fn main() {
     let mut rctxt = vec![];
     let (mut pt, mut p50s, mut p99s, mut pcps) = (vec![], vec![], vec![], vec![]);
     let (mut pt_ratios, mut p50_ratios, mut pcps_ratios) = (vec![], vec![], vec![]);
+    let (mut st, mut s50s, mut scps) = (vec![], vec![], vec![]);
+    let socat_path = socat.as_ref().map(|s| s.socket.clone());
     for _ in 0..ROUNDS {
         dt.push(throughput(&provider));
         rt.push(throughput(&target));
+        if let Some(p) = &socat_path {
+            st.push(throughput(p));
+        }
         if pt_daemon.is_some() {
             pt.push(throughput(&pt_target));
         }
@@ -119,8 +140,14 @@ fn main() {
             p50s.push(a);
             p99s.push(b);
         }
+        if let Some(p) = &socat_path {
+            s50s.push(rtt(p).0);
+        }
         dcps.push(conns_per_sec(&provider));
         rcps.push(conns_per_sec(&target));
+        if let Some(p) = &socat_path {
+            scps.push(conns_per_sec(p));
+        }
         if pt_daemon.is_some() {
             pcps.push(conns_per_sec(&pt_target));
             let last = |v: &Vec<f64>| v[v.len() - 1];
@@ -132,6 +159,7 @@ fn main() {
     if let Some(d) = pt_daemon.as_mut() {
         d.stop();
     }
+    drop(socat);
     let ratios: Vec<f64> = rt.iter().zip(&dt).map(|(r, d)| r / d).collect();
     let (direct_tp, relay_tp) = (median(&mut dt), median(&mut rt));
     let (d50, d99, r50, r99) = (
@@ -206,6 +234,49 @@ fn main() {
         pt_cps / direct_cps,
         list(&pcps_ratios),
     );
+    }
+    if st.is_empty() {
+        println!("socat not on PATH (or did not start): no socat column (apt-get install socat)");
+    } else {
+        let (s_tp, s50, s_cps) = (median(&mut st), median(&mut s50s), median(&mut scps));
+        println!(
+            "socat (UNIX-LISTEN,fork -> UNIX-CONNECT): throughput {s_tp:.0} MiB/s ({:.2}x direct), \
+             1-byte RTT p50 {s50:.1} us ({:.2}x direct), new connections/s {s_cps:.0} ({:.2}x direct)",
+            s_tp / direct_tp,
+            s50 / d50,
+            s_cps / direct_cps
+        );
+        // Throughput and connections/s: higher is better, the ratio is
+        // ours/socat; round trip: lower is better, the ratio is how many
+        // socat round trips fit in ours (< 1 means ours is faster).
+        println!(
+            "peer-table: unix bulk 64 KiB writes | socat {:.2} | {:.2} | {:.2}x socat",
+            s_tp / direct_tp,
+            relay_tp / direct_tp,
+            relay_tp / s_tp
+        );
+        println!(
+            "peer-table: unix 1-byte RTT p50 (lower is better) | socat {:.2}x | {:.2}x | {:.2}x socat's",
+            s50 / d50,
+            r50 / d50,
+            r50 / s50
+        );
+        println!(
+            "peer-table: unix new connections/s | socat {:.2} | {:.2} | {:.2}x socat",
+            s_cps / direct_cps,
+            relay_cps / direct_cps,
+            relay_cps / s_cps
+        );
+    }
+    println!(
+        "idle-pss: pv-xconnect {:.2} MiB (daemon with 1 unix link)",
+        daemon_pss as f64 / 1024.0
+    );
+    if let Some(kib) = socat_pss {
+        println!(
+            "idle-pss: socat {:.2} MiB (listening, 1 relay)",
+            kib as f64 / 1024.0
+        );
     }
     println!(
         "daemon RSS: idle {:.2} MiB, 1 link {:.2} MiB, 100 links {:.2} MiB (heap and stacks {:.2}, binary and files {:.2})",
@@ -305,6 +376,46 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// socat relaying a listener of its own to the provider, forking a child per
+/// connection (the usual way to relay a unix socket with it).
+struct Socat {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Socat {
+    /// `None` (and why) when socat is not installed or does not start.
+    fn start(provider: &Path, dir: &Path) -> Option<Socat> {
+        let socket = dir.join("socat.sock");
+        let child = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", socket.display()))
+            .arg(format!("UNIX-CONNECT:{}", provider.display()))
+            .stdout(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                println!("socat: cannot start: {e}");
+                return None;
+            }
+        };
+        let s = Socat { child, socket };
+        if !pv_testkit::procstat::wait_for_path(&s.socket, Duration::from_secs(10)) {
+            println!("socat did not create {}", s.socket.display());
+            return None;
+        }
+        Some(s)
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -4,7 +4,9 @@
 //! peer a user would pick instead, Debian's xdg-dbus-proxy with the same
 //! filter (0.1.4 cannot serve zbus: it predates pipelined authentication).
 //! Rounds alternate; medians are printed.
-//! `cargo bench -p pv-e2e --bench dbus [-- CALLS]`.
+//! `cargo bench -p pv-e2e --bench dbus [-- CALLS]`. Lines starting
+//! `peer-table:` (figure | peer/direct | ours/direct | ours/peer) and
+//! `idle-pss:` are what `ci/bench-peers.sh` collects.
 
 use std::path::Path;
 use std::time::Instant;
@@ -84,6 +86,11 @@ fn main() {
         while xdg.is_some() && !Path::new(&xdg_path).exists() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        // Idle PSS of the peer with its socket up, before any client.
+        let xdg_pss = xdg
+            .as_ref()
+            .and_then(|c| c.id())
+            .map(|pid| pv_testkit::procstat::pss_kib(pid) as f64 / 1024.0);
         let (mut direct, mut ours) = (Vec::new(), Vec::new());
         let (mut p_direct, mut p_ours, mut peer) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
@@ -111,6 +118,15 @@ fn main() {
                 peer / p_direct,
                 p_ours / peer
             );
+            println!(
+                "peer-table: D-Bus calls/s, filtering on | xdg-dbus-proxy {:.2} | {:.2} | {:.2}x xdg-dbus-proxy",
+                peer / p_direct,
+                p_ours / p_direct,
+                p_ours / peer
+            );
+        }
+        if let Some(pss) = xdg_pss {
+            println!("idle-pss: xdg-dbus-proxy {pss:.2} MiB (1 bus)");
         }
     });
 }

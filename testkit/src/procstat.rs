@@ -46,3 +46,14 @@ pub fn wait_for_path(p: &Path, within: Duration) -> bool {
     }
     p.exists()
 }
+
+/// Proportional set size of `pid` in KiB (`Pss:` of `smaps_rollup`: shared
+/// pages split between the processes mapping them), 0 if unreadable.
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
