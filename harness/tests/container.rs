@@ -7,56 +7,48 @@ use std::time::{Duration, Instant};
 
 use harness::appengine::{Appengine, BootOptions, Examples, PVTX_DIR, STORAGE};
 
-fn exists(name: &str) -> bool {
-    std::process::Command::new("docker")
-        .args(["inspect", "--type", "container", name])
+/// `docker <args>`'s stdout, or `None` if it failed.
+fn docker(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("docker")
+        .args(args)
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn exists(name: &str) -> bool {
+    docker(&["inspect", "--type", "container", name]).is_some()
+}
+
+/// `docker inspect -f <format>` of a container that exists.
+fn inspect(name: &str, format: &str) -> String {
+    docker(&["inspect", "--type", "container", "-f", format, name])
+        .unwrap_or_else(|| panic!("docker inspect {name}"))
 }
 
 /// `(destination, volume name)` of each volume mounted in a container.
 fn volumes_of(name: &str) -> Vec<(String, String)> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "inspect",
-            "--type",
-            "container",
-            "-f",
-            "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Destination}} {{.Name}}\n{{end}}{{end}}",
-            name,
-        ])
-        .output()
-        .expect("docker inspect");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(d, n)| (d.to_string(), n.to_string()))
-        .collect()
+    inspect(
+        name,
+        "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Destination}} {{.Name}}\n{{end}}{{end}}",
+    )
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .map(|(d, n)| (d.to_string(), n.to_string()))
+    .collect()
 }
 
 /// Docker's network mode of a container (`none`: loopback only).
 fn network_mode(name: &str) -> String {
-    let out = std::process::Command::new("docker")
-        .args([
-            "inspect",
-            "--type",
-            "container",
-            "-f",
-            "{{.HostConfig.NetworkMode}}",
-            name,
-        ])
-        .output()
-        .expect("docker inspect");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    inspect(name, "{{.HostConfig.NetworkMode}}")
+        .trim()
+        .to_string()
 }
 
 fn volume_exists(name: &str) -> bool {
-    std::process::Command::new("docker")
-        .args(["volume", "inspect", name])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    docker(&["volume", "inspect", name]).is_some()
 }
 
 #[test]
