@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    echo_ok, echo_provider, entry, is_socket, wait_until, Daemon, GraphFrom, Opts, PROVIDER_SOCK,
+    echo_ok, echo_provider, entry, is_socket, wait_until, Daemon, Graph, GraphFrom, Opts,
+    PROVIDER_SOCK,
 };
 use nix::sys::signal::Signal;
 use pv_testkit::sandbox::PidSandbox;
@@ -55,35 +56,6 @@ impl Healthy {
 
     async fn works(&self) -> bool {
         echo_ok(&self.c.path(HEALTHY)).await
-    }
-}
-
-/// A graph file the daemon follows.
-struct Graph {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Graph {
-    fn new(links: &[serde_json::Value]) -> Graph {
-        let dir = tempfile::tempdir().unwrap();
-        let g = Graph {
-            path: dir.path().join("graph.json"),
-            _dir: dir,
-        };
-        g.set(links);
-        g
-    }
-
-    fn set(&self, links: &[serde_json::Value]) {
-        // Write then rename: the daemon never reads half a file.
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::Value::from(links.to_vec()).to_string()).unwrap();
-        std::fs::rename(&tmp, &self.path).unwrap();
-    }
-
-    fn daemon(&self, opts: Opts<'_>) -> Daemon {
-        Daemon::spawn_with(GraphFrom::File(&self.path), opts)
     }
 }
 

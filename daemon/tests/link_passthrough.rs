@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{entry, wait_until, Daemon, GraphFrom, Opts, PROVIDER_SOCK};
+use common::{entry, wait_until, Daemon, Graph, Opts, PROVIDER_SOCK};
 use pv_testkit::{assert_eventually, Container};
 use pv_xconnect::fdpass;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,43 +23,15 @@ use tokio::net::UnixStream;
 
 const TARGET: &str = "/run/pv/services/direct.sock";
 
-/// A graph file the daemon follows.
-struct Graph {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Graph {
-    fn new(links: &[serde_json::Value]) -> Graph {
-        let dir = tempfile::tempdir().unwrap();
-        let g = Graph {
-            path: dir.path().join("graph.json"),
-            _dir: dir,
-        };
-        g.set(links);
-        g
-    }
-
-    fn set(&self, links: &[serde_json::Value]) {
-        // Write then rename: the daemon never reads half a file.
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::Value::from(links.to_vec()).to_string()).unwrap();
-        std::fs::rename(&tmp, &self.path).unwrap();
-    }
-
-    fn daemon(&self, passthrough: bool) -> Daemon {
-        let args = if passthrough {
+/// The daemon's options, with or without `--unix-passthrough`.
+fn opts(passthrough: bool) -> Opts<'static> {
+    Opts {
+        args: if passthrough {
             vec!["--unix-passthrough".to_string()]
         } else {
             Vec::new()
-        };
-        Daemon::spawn_with(
-            GraphFrom::File(&self.path),
-            Opts {
-                args,
-                ..Opts::default()
-            },
-        )
+        },
+        ..Opts::default()
     }
 }
 
@@ -216,7 +188,7 @@ async fn the_consumer_reaches_the_provider_itself_and_removal_unmounts() {
     let c = Container::start("pt-client", "sleep infinity");
     let _server = whoami_provider(&p, "server");
     let graph = Graph::new(&[link("direct", &c, &p, TARGET)]);
-    let mut d = graph.daemon(true);
+    let mut d = graph.daemon(opts(true));
     wait_status(&d, "direct", "mode=passthrough").await;
     assert_eq!(mounts_at(&c, TARGET), 1, "the provider's socket is bound");
     assert!(!Path::new(TARGET).exists(), "nothing on the host");
@@ -288,7 +260,7 @@ async fn a_restarted_provider_is_bound_again() {
     let c = Container::start("pt-restart-c", "sleep infinity");
     let server = whoami_provider(&p1, "first");
     let graph = Graph::new(&[link("restart", &c, &p1, TARGET)]);
-    let d = graph.daemon(true);
+    let d = graph.daemon(opts(true));
     wait_status(&d, "restart", "mode=passthrough").await;
     let (_s, hi) = hello(&c.path(TARGET)).await.unwrap();
     assert!(hi.starts_with("first "), "{hi}");
@@ -329,7 +301,7 @@ async fn a_provider_swapping_in_a_host_socket_loses_the_link() {
     let c = Container::start("pt-swap-c", "sleep infinity");
     let server = whoami_provider(&p, "honest");
     let graph = Graph::new(&[link("swap", &c, &p, TARGET)]);
-    let d = graph.daemon(true);
+    let d = graph.daemon(opts(true));
     wait_status(&d, "swap", "mode=passthrough").await;
     assert!(hello(&c.path(TARGET)).await.is_ok());
 
@@ -363,7 +335,7 @@ async fn a_host_socket_bind_mounted_into_the_provider_is_never_bound() {
         link("stolen", &c, &p, stolen),
         link("healthy", &c, &ok_p, TARGET),
     ]);
-    let mut d = graph.daemon(true);
+    let mut d = graph.daemon(opts(true));
     wait_status(&d, "stolen", "is served from outside container pt-thief-p").await;
     wait_status(&d, "healthy", "mode=passthrough").await;
     assert_eq!(mounts_at(&c, stolen), 0, "the host socket is not bound");
@@ -388,7 +360,7 @@ async fn without_the_flag_links_are_relayed() {
     let c = Container::start("pt-relay-c", "sleep infinity");
     whoami_provider(&p, "server");
     let graph = Graph::new(&[link("relayed", &c, &p, TARGET)]);
-    let d = graph.daemon(false);
+    let d = graph.daemon(opts(false));
     wait_status(&d, "relayed", "mode=relay").await;
     assert_eq!(mounts_at(&c, TARGET), 0, "a listener, not a mount");
     let (mut s, hi) = hello(&c.path(TARGET)).await.expect("connect");
@@ -407,13 +379,13 @@ async fn a_killed_daemon_leaves_a_mount_the_next_one_takes_over() {
     let c = Container::start("pt-crash-c", "sleep infinity");
     let _server = whoami_provider(&p, "server");
     let graph = Graph::new(&[link("crash", &c, &p, TARGET)]);
-    let d = graph.daemon(true);
+    let d = graph.daemon(opts(true));
     wait_status(&d, "crash", "mode=passthrough").await;
     d.signal(nix::sys::signal::Signal::SIGKILL);
     drop(d);
     assert_eq!(mounts_at(&c, TARGET), 1, "left behind by SIGKILL");
 
-    let d = graph.daemon(true);
+    let d = graph.daemon(opts(true));
     wait_status(&d, "crash", "mode=passthrough").await;
     assert_eq!(mounts_at(&c, TARGET), 1, "the leftover was replaced");
     let (mut s, hi) = hello(&c.path(TARGET)).await.expect("connect");

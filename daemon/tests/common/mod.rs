@@ -184,6 +184,36 @@ impl Drop for Daemon {
     }
 }
 
+/// A graph file a daemon follows (`--graph-file`).
+pub struct Graph {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Graph {
+    pub fn new(links: &[serde_json::Value]) -> Graph {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Graph {
+            path: dir.path().join("graph.json"),
+            _dir: dir,
+        };
+        g.set(links);
+        g
+    }
+
+    pub fn set(&self, links: &[serde_json::Value]) {
+        // Write then rename: the daemon never reads half a file.
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::Value::from(links.to_vec()).to_string()).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+
+    /// A daemon following this file.
+    pub fn daemon(&self, opts: Opts<'_>) -> Daemon {
+        Daemon::spawn_with(GraphFrom::File(&self.path), opts)
+    }
+}
+
 /// One unix link from `c` to `p`'s [`PROVIDER_SOCK`] (or `socket`) at
 /// `target`, as a graph entry; pids as given (the graph's view).
 pub fn entry(
