@@ -9,17 +9,17 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    echo_ok, echo_provider, entry, is_socket, wait_until, Daemon, Graph, GraphFrom, Opts,
-    PROVIDER_SOCK,
+    echo_ok, echo_provider, entry, host_listener, is_socket, wait_until, Daemon, Graph, GraphFrom,
+    Opts, PROVIDER_SOCK,
 };
 use nix::sys::signal::Signal;
 use pv_testkit::sandbox::PidSandbox;
@@ -73,21 +73,7 @@ async fn wait_status(d: &Daemon, name: &str, needle: &str) {
 async fn a_host_socket_bind_mounted_into_a_provider_never_serves_a_consumer() {
     // A host listener, counting what reaches it.
     let host_dir = tempfile::tempdir().unwrap();
-    let host_sock = host_dir.path().join("host.sock");
-    let host = std::os::unix::net::UnixListener::bind(&host_sock).unwrap();
-    let (accepted, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    {
-        let (accepted, bytes) = (accepted.clone(), bytes.clone());
-        std::thread::spawn(move || {
-            for mut s in host.incoming().flatten() {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut got = Vec::new();
-                let _ = s.read_to_end(&mut got);
-                bytes.fetch_add(got.len(), Ordering::SeqCst);
-            }
-        });
-    }
+    let (host_sock, accepted, bytes) = host_listener(host_dir.path());
     // The provider "exports" it: a bind mount of the host socket at its
     // socket path (what every mgmt container has for pv-ctrl).
     let p = Container::start_with_binds("thief-p", "sleep infinity", &[host_dir.path()]);

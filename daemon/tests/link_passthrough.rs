@@ -10,12 +10,11 @@ mod common;
 
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{entry, wait_until, Daemon, Graph, Opts, PROVIDER_SOCK};
+use common::{entry, host_listener, wait_until, Daemon, Graph, Opts, PROVIDER_SOCK};
 use pv_testkit::{assert_eventually, Container};
 use pv_xconnect::fdpass;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,26 +66,6 @@ fn whoami_provider(p: &Container, tag: &'static str) -> tokio::task::JoinHandle<
             tokio::spawn(serve_whoami(s, tag));
         }
     })
-}
-
-/// A host listener counting the connections and bytes that reach it.
-fn host_listener(dir: &Path) -> (PathBuf, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let host_sock = dir.join("host.sock");
-    let host = std::os::unix::net::UnixListener::bind(&host_sock).unwrap();
-    let (accepted, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    {
-        let (accepted, bytes) = (accepted.clone(), bytes.clone());
-        std::thread::spawn(move || {
-            for mut s in host.incoming().flatten() {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut got = Vec::new();
-                let _ = s.read_to_end(&mut got);
-                bytes.fetch_add(got.len(), Ordering::SeqCst);
-            }
-        });
-    }
-    (host_sock, accepted, bytes)
 }
 
 /// The provider "exports" a host socket: a bind mount of it at its socket

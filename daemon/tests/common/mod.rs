@@ -4,9 +4,12 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pv_testkit::sandbox::PidSandbox;
@@ -182,6 +185,26 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A host listener counting the connections and bytes that reach it.
+pub fn host_listener(dir: &Path) -> (PathBuf, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let host_sock = dir.join("host.sock");
+    let host = std::os::unix::net::UnixListener::bind(&host_sock).unwrap();
+    let (accepted, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    {
+        let (accepted, bytes) = (accepted.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            for mut s in host.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got);
+                bytes.fetch_add(got.len(), Ordering::SeqCst);
+            }
+        });
+    }
+    (host_sock, accepted, bytes)
 }
 
 /// A graph file a daemon follows (`--graph-file`).
