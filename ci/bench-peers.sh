@@ -10,18 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/root.sh
 
-PKGS=(socat nginx-light xdg-dbus-proxy)
-need=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "bench-peers: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq || { echo "bench-peers: apt-get update failed" >&2; exit 1; }
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/tmp/bench-peers-apt.log 2>&1 \
-    || { tail -30 /tmp/bench-peers-apt.log >&2; echo "bench-peers: apt-get install failed" >&2; exit 1; }
-fi
+. ci/apt.sh
+apt_install socat nginx-light xdg-dbus-proxy
 
 out=${BENCH_OUT:-$(mktemp -d /tmp/bench-peers.XXXXXX)}
 mkdir -p "$out"

@@ -14,18 +14,8 @@ if docker info >/dev/null 2>&1; then
   PKGS=("${PKGS[@]/docker.io}")
 fi
 
-need=()
-for p in "${PKGS[@]}"; do
-  [ -n "$p" ] || continue
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "ci: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq || { echo "ci: apt-get update failed" >&2; exit 1; }
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/tmp/ci-apt.log 2>&1 \
-    || { tail -30 /tmp/ci-apt.log >&2; echo "ci: apt-get install failed" >&2; exit 1; }
-fi
+. "$(dirname "$0")/apt.sh"
+apt_install "${PKGS[@]}"
 
 # Docker: leave a running engine alone; otherwise start Debian's dockerd.
 if ! docker info >/dev/null 2>&1; then

@@ -232,8 +232,7 @@ pub async fn inject_socket(
     let consumer = consumer.clone();
     on_thread(move || {
         // A thread of our own: its working directory and umask are private.
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
-            .map_err(PathError::at("unshare(CLONE_FS) for", &target))?;
+        unshare_fs(&target)?;
         let (dir, name) = prepare_target(&consumer, &target, Want::Socket)?;
         nix::unistd::fchdir(&dir).map_err(PathError::at("enter the directory of", &target))?;
         umask(Mode::from_bits_truncate(0o111));
@@ -280,8 +279,7 @@ pub async fn mknod_in_consumer(
     let target = absolute_target(target)?;
     let consumer = consumer.clone();
     on_thread(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
-            .map_err(PathError::at("unshare(CLONE_FS) for", &target))?;
+        unshare_fs(&target)?;
         // umask lives in the fs_struct we just unshared: modes are exact.
         umask(Mode::empty());
         let rdev = makedev(node.major, node.minor);
@@ -531,10 +529,7 @@ fn unmount_leftover(
         _ => return Ok(()),
     }
     let ns = consumer.mnt_ns_file()?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| NsError::Mount {
-        step: "enter the consumer's mount namespace",
-        source: e.into(),
-    })?;
+    setns_mnt(&ns, "enter the consumer's mount namespace")?;
     // EINVAL (not the root of a mount: a hard link) is not ours to touch.
     detach(&fd, proc)?;
     Ok(())
@@ -579,14 +574,13 @@ fn clone_mount_for(
     consumer: &Process,
     socket: &ResolvedSocket,
 ) -> Result<OwnedFd, NsError> {
-    use nix::sched::{setns, CloneFlags};
-    let mount_err = |step| move |e: io::Error| NsError::Mount { step, source: e };
     let (provider_ns, consumer_ns) = (provider.mnt_ns_file()?, consumer.mnt_ns_file()?);
-    setns(&provider_ns, CloneFlags::CLONE_NEWNS)
-        .map_err(|e| mount_err("enter the provider's mount namespace")(e.into()))?;
-    let tree = crate::sys::clone_mount(socket.fd()).map_err(mount_err("open_tree"))?;
-    setns(&consumer_ns, CloneFlags::CLONE_NEWNS)
-        .map_err(|e| mount_err("enter the consumer's mount namespace")(e.into()))?;
+    setns_mnt(&provider_ns, "enter the provider's mount namespace")?;
+    let tree = crate::sys::clone_mount(socket.fd()).map_err(|source| NsError::Mount {
+        step: "open_tree",
+        source,
+    })?;
+    setns_mnt(&consumer_ns, "enter the consumer's mount namespace")?;
     Ok(tree)
 }
 
@@ -602,12 +596,7 @@ pub async fn unmount_socket(mounted: Mounted) -> Result<bool, NsError> {
         state.removed = true;
         let detached = match m.process.mnt_ns_file() {
             Ok(ns) => {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
-                    NsError::Mount {
-                        step: "enter the consumer's mount namespace",
-                        source: e.into(),
-                    }
-                })?;
+                setns_mnt(&ns, "enter the consumer's mount namespace")?;
                 detach(&state.tree, &proc)?
             }
             // Its namespace went with it, and the mount with that.
@@ -623,6 +612,17 @@ pub async fn unmount_socket(mounted: Mounted) -> Result<bool, NsError> {
     }
 }
 
+/// Enter the mount namespace `ns` (this thread's fs_struct must be its
+/// own: see [`unshare_fs`]).
+fn setns_mnt(ns: &OwnedFd, step: &'static str) -> Result<(), NsError> {
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| NsError::Mount {
+        step,
+        source: e.into(),
+    })
+}
+
+/// Give this (disposable) thread its own fs_struct: cwd, root and umask
+/// changes, and `setns` into a mount namespace, then touch only it.
 fn unshare_fs(target: &Path) -> Result<(), NsError> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
         .map_err(PathError::at("unshare(CLONE_FS) for", target))?;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    echo_ok, echo_provider, entry, host_listener, is_socket, wait_until, Daemon, Graph, GraphFrom,
-    Opts, PROVIDER_SOCK,
+    echo_ok, echo_provider, entry, host_listener, is_socket, wait_status, wait_until, Daemon,
+    Graph, GraphFrom, Opts, PROVIDER_SOCK,
 };
 use nix::sys::signal::Signal;
 use pv_testkit::sandbox::PidSandbox;
@@ -57,16 +57,6 @@ impl Healthy {
     async fn works(&self) -> bool {
         echo_ok(&self.c.path(HEALTHY)).await
     }
-}
-
-/// Wait for link `name`'s status line to contain `needle`.
-async fn wait_status(d: &Daemon, name: &str, needle: &str) {
-    assert_eventually!(
-        d.status_of(name).contains(needle),
-        "status of {name} never said {needle:?}: {}\nlogs:\n{}",
-        d.status(),
-        d.logs()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

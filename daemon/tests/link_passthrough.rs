@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{entry, host_listener, wait_until, Daemon, Graph, Opts, PROVIDER_SOCK};
+use common::{entry, host_listener, wait_status, wait_until, Graph, Opts, PROVIDER_SOCK};
 use pv_testkit::{assert_eventually, Container};
 use pv_xconnect::fdpass;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,15 +150,6 @@ async fn echo(s: &mut UnixStream, msg: &[u8]) -> Vec<u8> {
         .expect("echo in time")
         .unwrap();
     back
-}
-
-async fn wait_status(d: &Daemon, name: &str, needle: &str) {
-    assert_eventually!(
-        d.status_of(name).contains(needle),
-        "status of {name} never said {needle:?}: {}\nlogs:\n{}",
-        d.status(),
-        d.logs()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pv_testkit::sandbox::PidSandbox;
-use pv_testkit::Container;
+use pv_testkit::{assert_eventually, Container};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -205,6 +205,16 @@ pub fn host_listener(dir: &Path) -> (PathBuf, Arc<AtomicUsize>, Arc<AtomicUsize>
         });
     }
     (host_sock, accepted, bytes)
+}
+
+/// Wait for link `name`'s status line to contain `needle`.
+pub async fn wait_status(d: &Daemon, name: &str, needle: &str) {
+    assert_eventually!(
+        d.status_of(name).contains(needle),
+        "status of {name} never said {needle:?}: {}\nlogs:\n{}",
+        d.status(),
+        d.logs()
+    );
 }
 
 /// A graph file a daemon follows (`--graph-file`).

@@ -562,22 +562,19 @@ fn an_exit_without_auto_recovery_reboots() {
         Duration::from_secs(5),
     );
     let log = ae.log();
-    let mut at = log.find("suddenly stopped").unwrap_or(0);
-    for line in [
-        "ERROR -- [controller]: a platform did not work as expected. Tearing down...",
-        "preparing 'reboot'...",
-        "will not actually perform 'reboot' as we are in appengine mode",
-        "server stopped",
-        &format!("Stopping daemon fake-xconnect (pid {daemon_pid})"),
-    ] {
-        match log[at..].find(line) {
-            Some(i) => at += i + line.len(),
-            None => panic!("{line:?} missing or out of order:\n{log}"),
-        }
-    }
-    assert!(ae.socket().exists(), "pv-ctrl's socket file stays");
-    let err = UnixStream::connect(ae.socket()).expect_err("pv-ctrl closed during the reboot");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    let from = log.find("suddenly stopped").unwrap_or(0);
+    assert_in_order(
+        &log,
+        from,
+        [
+            "ERROR -- [controller]: a platform did not work as expected. Tearing down...",
+            "preparing 'reboot'...",
+            "will not actually perform 'reboot' as we are in appengine mode",
+            "server stopped",
+            &format!("Stopping daemon fake-xconnect (pid {daemon_pid})"),
+        ],
+    );
+    assert_ctrl_closed(&ae.socket());
     wait_for(Duration::from_secs(10), || {
         std::fs::read_to_string(&other_log)
             .unwrap_or_default()
@@ -684,6 +681,26 @@ fn daemons_respawn_through_a_placeholder_and_obey_stop_start() {
     );
 }
 
+/// Each of `lines` appears in `log` after `from`, in this order.
+fn assert_in_order<S: AsRef<str>>(log: &str, from: usize, lines: impl IntoIterator<Item = S>) {
+    let mut at = from;
+    for line in lines {
+        let line = line.as_ref();
+        match log[at..].find(line) {
+            Some(i) => at += i + line.len(),
+            None => panic!("{line:?} missing or out of order:\n{log}"),
+        }
+    }
+}
+
+/// pv-ctrl as upstream leaves it when a launch ends: the socket file in
+/// place, its listener gone (a client's connect is refused).
+fn assert_ctrl_closed(socket: &std::path::Path) {
+    assert!(socket.exists(), "pv-ctrl's socket file stays");
+    let err = UnixStream::connect(socket).expect_err("pv-ctrl no longer accepts");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+}
+
 /// What a refused launch leaves, as on the real appengine: pv-ctrl's
 /// listener closed but its socket file in place (a client connects to a
 /// refusing socket; upstream's pvcontrol, through pvcurl, prints `ERROR:
@@ -692,23 +709,18 @@ fn daemons_respawn_through_a_placeholder_and_obey_stop_start() {
 fn assert_refused_launch(ae: &Appengine, first_error: &str, teardown: &[&str]) {
     ae.wait_log("server stopped", Duration::from_secs(5));
     let log = ae.log();
-    let mut at = 0;
-    for line in std::iter::once(first_error)
-        .chain(teardown.iter().copied())
-        .chain([
-            "preparing 'reboot'...",
-            "will not actually perform 'reboot' as we are in appengine mode",
-            "server stopped",
-        ])
-    {
-        match log[at..].find(line) {
-            Some(i) => at += i + line.len(),
-            None => panic!("{line:?} missing or out of order:\n{log}"),
-        }
-    }
-    assert!(ae.socket().exists(), "pv-ctrl's socket file stays");
-    let err = UnixStream::connect(ae.socket()).expect_err("pv-ctrl no longer accepts");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert_in_order(
+        &log,
+        0,
+        std::iter::once(first_error)
+            .chain(teardown.iter().copied())
+            .chain([
+                "preparing 'reboot'...",
+                "will not actually perform 'reboot' as we are in appengine mode",
+                "server stopped",
+            ]),
+    );
+    assert_ctrl_closed(&ae.socket());
     assert_eq!(
         ae.pvcontrol(&["containers", "ls"]),
         (1, String::new(), "ERROR: got no response\n".to_owned())
