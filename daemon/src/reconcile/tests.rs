@@ -765,3 +765,39 @@ async fn a_start_that_finishes_after_its_link_left_is_stopped() {
     );
     assert!(r.status().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn starts_run_a_few_at_a_time_and_a_slow_one_gives_its_place_up() {
+    let (fake, mut r) = setup();
+    // More hung starts than places, then a quick one (names sort in this
+    // order, which is the order starts are queued).
+    let stuck: Vec<String> = (0..=START_BURST).map(|i| format!("s{i}")).collect();
+    let _releases: Vec<_> = stuck.iter().map(|name| fake.hang(name)).collect();
+    let mut graph: Vec<LinkSpec> = stuck.iter().map(|n| link(n, 10, "p", 20)).collect();
+    graph.push(link("zfine", 11, "p", 20));
+    let t0 = Instant::now();
+    r.apply(&graph).await;
+    tokio::task::yield_now().await;
+    // Only a burst's worth has started.
+    let first: Vec<String> = fake
+        .take()
+        .into_iter()
+        .map(|c| match c {
+            Call::Start(name, ..) => name,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(first, stuck[..START_BURST]);
+    // The quick one starts once the slow ones gave their places up.
+    let msg = r.rx.recv().await.expect("a start reports");
+    assert_eq!(t0.elapsed(), START_SLOT);
+    r.handle(msg).await;
+    assert_eq!(
+        fake.take(),
+        [
+            start(&stuck[START_BURST], "p", (10, 20)),
+            start("zfine", "p", (11, 20))
+        ]
+    );
+    assert_eq!(states(&r).last().unwrap().1, LinkState::Injected);
+}
