@@ -46,11 +46,14 @@ pub struct HostBus {
     alloc: Mutex<()>,
 }
 
+/// The first line of every bus configuration file upstream writes.
+const DOCTYPE: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">"#;
+
 /// The bus's base configuration: default deny, calls to the bus driver,
 /// replies and signals allowed; the generated fragments grant the rest.
 fn base_conf(socket: &Path, policy_dir: &Path) -> String {
     format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+        r#"{DOCTYPE}
 <busconfig>
   <type>system</type>
   <listen>unix:path={socket}</listen>
@@ -182,17 +185,27 @@ impl HostBus {
     /// state order, so a role keeps one uid whatever asks first.
     pub fn generate(&self, state: &State) -> std::io::Result<bool> {
         let mut passwd = base_passwd();
-        let mut policy = String::from(
-            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig>\n",
-        );
+        let mut policy = format!("{DOCTYPE}\n<busconfig>\n");
         let mut seen = BTreeSet::new();
-        let mut add_user = |passwd: &mut String, role: &str, uid: u32| {
+        // One policy block per grant, one passwd line per role: the owner
+        // may own, send to and receive from the name, each allowed caller
+        // only send to and receive from it.
+        let mut grant = |role: &str, owns: &str, comment: (String, String), own: bool| {
+            let uid = self.role_uid(role)?;
             if seen.insert(role.to_owned()) {
                 let _ = writeln!(
                     passwd,
                     "{USER_PREFIX}{role}:x:{uid}:{uid}::/nonexistent:/sbin/nologin"
                 );
             }
+            let _ = write!(
+                policy,
+                "  <!-- {} uid {uid}{} -->\n  <policy user=\"{USER_PREFIX}{role}\">\n{own_line}    <allow send_destination=\"{owns}\"/>\n    <allow receive_sender=\"{owns}\"/>\n  </policy>\n",
+                comment.0,
+                comment.1,
+                own_line = if own { format!("    <allow own=\"{owns}\"/>\n") } else { String::new() },
+            );
+            std::io::Result::Ok(())
         };
         for c in &state.containers {
             for e in c.exports.iter().filter(|e| e.type_str() == "dbus") {
@@ -200,20 +213,11 @@ impl HostBus {
                     continue;
                 };
                 let owner = e.role.as_deref().unwrap_or(owns);
-                let uid = self.role_uid(owner)?;
-                add_user(&mut passwd, owner, uid);
-                let _ = write!(
-                    policy,
-                    "  <!-- {c} owns {owns} (owner role '{owner}' uid {uid}) -->\n  <policy user=\"{USER_PREFIX}{owner}\">\n    <allow own=\"{owns}\"/>\n    <allow send_destination=\"{owns}\"/>\n    <allow receive_sender=\"{owns}\"/>\n  </policy>\n",
-                    c = c.name
-                );
+                let comment = format!("{} owns {owns} (owner role '{owner}'", c.name);
+                grant(owner, owns, (comment, ")".into()), true)?;
                 for a in &e.allow {
-                    let uid = self.role_uid(a)?;
-                    add_user(&mut passwd, a, uid);
-                    let _ = write!(
-                        policy,
-                        "  <!-- caller role '{a}' uid {uid} -> {owns} -->\n  <policy user=\"{USER_PREFIX}{a}\">\n    <allow send_destination=\"{owns}\"/>\n    <allow receive_sender=\"{owns}\"/>\n  </policy>\n"
-                    );
+                    let comment = (format!("caller role '{a}'"), format!(" -> {owns}"));
+                    grant(a, owns, comment, false)?;
                 }
             }
         }
