@@ -701,6 +701,17 @@ fn assert_ctrl_closed(socket: &std::path::Path) {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }
 
+/// An appengine on `root` that launches Pantavisor again 2 s after a
+/// launch ends.
+fn start_relaunching(root: tempfile::TempDir) -> Appengine {
+    let xc = idle_daemon(root.path());
+    let timing = Timing {
+        reboot_ms: 2000,
+        ..Timing::fast(200)
+    };
+    start_with(root, &xc, timing, &[])
+}
+
 /// What a refused launch leaves, as on the real appengine: pv-ctrl's
 /// listener closed but its socket file in place (a client connects to a
 /// refusing socket; upstream's pvcontrol, through pvcurl, prints `ERROR:
@@ -748,12 +759,7 @@ fn missing_required_service_is_refused_like_upstream() {
             ..Spec::new("lonely", "sh -c 'echo SHOULD NOT RUN; exec sleep 1000'")
         }],
     );
-    let xc = idle_daemon(root.path());
-    let timing = Timing {
-        reboot_ms: 2000,
-        ..Timing::fast(200)
-    };
-    let ae = start_with(root, &xc, timing, &[]);
+    let ae = start_relaunching(root);
     assert_refused_launch(
         &ae,
         "ERROR -- [state]: required service 'raw-unix' for platform 'lonely' not found",
@@ -784,12 +790,7 @@ fn corrupt_object_is_refused_like_upstream() {
         &[(sha.clone(), b"tampered".to_vec())],
     )
     .expect("write");
-    let xc = idle_daemon(root.path());
-    let timing = Timing {
-        reboot_ms: 2000,
-        ..Timing::fast(200)
-    };
-    let ae = start_with(root, &xc, timing, &[]);
+    let ae = start_relaunching(root);
     assert_refused_launch(
         &ae,
         &format!("ERROR -- [state]: trails object x/lxc.container.conf with checksum {sha} failed"),
