@@ -3,23 +3,18 @@
 //! consumer must receive an identical node. Hostile providers (symlinks to
 //! host block devices or to /dev/null, block nodes) must be refused.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+mod common;
+
 use std::sync::Arc;
 
+use common::{assert_char_node, node_spec};
 use pv_testkit::Container;
 use pv_xconnect::graph::{LinkSpec, ServiceType};
 use pv_xconnect::link::{self, LinkError};
 use pv_xconnect::shutdown::Shutdown;
-use pv_xconnect::test_util::LinkSpecBuilder;
 
 fn spec(c: &Container, p: &Container, target: &str, device: &str) -> Arc<LinkSpec> {
-    LinkSpecBuilder::new(ServiceType::Drm)
-        .name("drm-master")
-        .consumer(&c.name, c.pid)
-        .provider(&p.name, p.pid)
-        .target(target)
-        .socket(device)
-        .arc()
+    node_spec(ServiceType::Drm, "drm-master", (c, p), target, device)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,12 +29,7 @@ async fn consumer_gets_the_providers_drm_node_and_loses_it_on_stop() {
     let h = link::start(spec(&c, &p, "/dev/dri/card0", "/dev/dri/card0"), &root)
         .await
         .expect("drm link starts");
-    let md = std::fs::symlink_metadata(c.path("/dev/dri/card0")).expect("node in consumer");
-    assert!(md.file_type().is_char_device());
-    assert_eq!(nix::sys::stat::major(md.rdev()), 226);
-    assert_eq!(nix::sys::stat::minor(md.rdev()), 0);
-    assert_eq!(md.mode() & 0o7777, 0o620, "provider's mode");
-    assert_eq!((md.uid(), md.gid()), (0, 44), "provider's owner");
+    assert_char_node(&c.path("/dev/dri/card0"), (226, 0), 0o620, (0, 44));
     assert!(
         !std::path::Path::new("/dev/dri/card0").exists(),
         "not on the host"
@@ -58,9 +48,7 @@ async fn consumer_gets_the_providers_drm_node_and_loses_it_on_stop() {
     )
     .await
     .unwrap();
-    let md = std::fs::metadata(c.path("/dev/dri/renderD128")).unwrap();
-    assert_eq!(nix::sys::stat::minor(md.rdev()), 128);
-    assert_eq!(md.mode() & 0o7777, 0o666);
+    assert_char_node(&c.path("/dev/dri/renderD128"), (226, 128), 0o666, (0, 0));
 
     h.stop().await;
     h2.stop().await;

@@ -4,23 +4,18 @@
 //! lose it when the link stops, and never receive a node that resolves
 //! outside the provider's root or is not an input device.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+mod common;
+
 use std::sync::Arc;
 
+use common::{assert_char_node, node_spec};
 use pv_testkit::Container;
 use pv_xconnect::graph::{LinkSpec, ServiceType};
 use pv_xconnect::link::{self, LinkError};
 use pv_xconnect::shutdown::Shutdown;
-use pv_xconnect::test_util::LinkSpecBuilder;
 
 fn spec(c: &Container, p: &Container, target: &str, device: &str) -> Arc<LinkSpec> {
-    LinkSpecBuilder::new(ServiceType::Input)
-        .name("keyboard")
-        .consumer(&c.name, c.pid)
-        .provider(&p.name, p.pid)
-        .target(target)
-        .socket(device)
-        .arc()
+    node_spec(ServiceType::Input, "keyboard", (c, p), target, device)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,12 +33,7 @@ async fn consumer_gets_the_providers_evdev_node_and_loses_it_on_stop() {
     )
     .await
     .expect("input link starts");
-    let md = std::fs::symlink_metadata(c.path("/dev/input/event0")).expect("node in consumer");
-    assert!(md.file_type().is_char_device());
-    assert_eq!(nix::sys::stat::major(md.rdev()), 13);
-    assert_eq!(nix::sys::stat::minor(md.rdev()), 71);
-    assert_eq!(md.mode() & 0o7777, 0o640, "provider's mode");
-    assert_eq!((md.uid(), md.gid()), (0, 105), "provider's owner");
+    assert_char_node(&c.path("/dev/input/event0"), (13, 71), 0o640, (0, 105));
     assert!(
         !std::path::Path::new("/dev/input/event0").exists(),
         "not on the host"

@@ -312,3 +312,52 @@ pub async fn echo_ok(path: &Path) -> bool {
         Ok(Ok(_))
     ) && &buf == b"ping\n"
 }
+
+/// A device-node link (`drm`, `input`): the provider's `device` becomes
+/// `target` in the consumer.
+pub fn node_spec(
+    kind: pv_xconnect::graph::ServiceType,
+    name: &str,
+    (c, p): (&Container, &Container),
+    target: &str,
+    device: &str,
+) -> Arc<pv_xconnect::graph::LinkSpec> {
+    pv_xconnect::test_util::LinkSpecBuilder::new(kind)
+        .name(name)
+        .consumer(&c.name, c.pid)
+        .provider(&p.name, p.pid)
+        .target(target)
+        .socket(device)
+        .arc()
+}
+
+/// `path` (not followed) is a character device `major:minor` with `mode`
+/// and owner `(uid, gid)`.
+pub fn assert_char_node(path: &Path, (major, minor): (u64, u64), mode: u32, owner: (u32, u32)) {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        md.file_type().is_char_device(),
+        "{}: not a char device",
+        path.display()
+    );
+    let rdev = md.rdev();
+    assert_eq!(
+        (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)),
+        (major, minor),
+        "{}: device number",
+        path.display()
+    );
+    assert_eq!(
+        md.mode() & 0o7777,
+        mode,
+        "{}: the provider's mode",
+        path.display()
+    );
+    assert_eq!(
+        (md.uid(), md.gid()),
+        owner,
+        "{}: the provider's owner",
+        path.display()
+    );
+}
