@@ -1,5 +1,6 @@
-//! Helpers for tests and benchmarks (feature `test-util`): a builder for
-//! hand-made [`LinkSpec`]s.
+//! Helpers for tests, benchmarks and fuzz targets (feature `test-util`): a
+//! builder for hand-made [`LinkSpec`]s, and D-Bus messages ([`dbus`]) for
+//! the policy's tests and its fuzz target.
 //!
 //! Links built here start from harmless defaults: a consumer and a provider
 //! named `test-consumer` and `test-provider`, both with pid 0 (the host),
@@ -85,5 +86,43 @@ impl LinkSpecBuilder {
 
     pub fn arc(self) -> Arc<LinkSpec> {
         Arc::new(self.0)
+    }
+}
+
+/// D-Bus messages as the policy sees them: a parsed [`Header`] and a body.
+///
+/// [`Header`]: crate::link::dbus::wire::Header
+pub mod dbus {
+    use crate::link::dbus::wire::{self, Header, MessageType};
+
+    /// A message header built field by field, as a peer could send it:
+    /// path `/`, interface `org.x.Y`, member `M`, no body (serial 0 is
+    /// invalid on the wire and becomes 1).
+    pub fn header(kind: MessageType, sender: &str, dest: Option<&str>, serial: u32) -> Header {
+        Header {
+            big_endian: false,
+            kind,
+            flags: 0,
+            serial: serial.max(1),
+            body_offset: 0,
+            body_len: 0,
+            path: Some("/".into()),
+            interface: Some("org.x.Y".into()),
+            member: Some("M".into()),
+            error_name: (kind == MessageType::Error).then(|| "org.x.Error".into()),
+            reply_serial: None,
+            destination: dest.map(Into::into),
+            sender: Some(sender.into()),
+            signature: None,
+            unix_fds: 0,
+        }
+    }
+
+    /// A whole message (one the proxy or [`wire`] built) as its parsed
+    /// header and its body.
+    pub fn split(msg: &[u8]) -> (Header, Vec<u8>) {
+        let h = wire::parse(msg).expect("a well-formed message");
+        let body = msg[h.body_offset..].to_vec();
+        (h, body)
     }
 }

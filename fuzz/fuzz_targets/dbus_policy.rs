@@ -34,6 +34,7 @@ use pv_xconnect::link::dbus::policy::{
     Access, Filter, FromBus, FromClient, Policy, BUS, MAX_CLIENT_SERIAL,
 };
 use pv_xconnect::link::dbus::wire::{self, Header, MessageType};
+use pv_xconnect::test_util::dbus::{header, split};
 
 const NAMES: &[&str] = &[
     BUS,
@@ -134,32 +135,6 @@ struct Model {
     next_bus_serial: u32,
 }
 
-fn parse(m: &[u8]) -> (Header, Vec<u8>) {
-    let h = wire::parse(m).expect("the proxy's own message parses");
-    let body = m[h.body_offset..].to_vec();
-    (h, body)
-}
-
-fn header(kind: MessageType, sender: &str, dest: Option<&str>, serial: u32) -> Header {
-    Header {
-        big_endian: false,
-        kind,
-        flags: 0,
-        serial: serial.max(1),
-        body_offset: 0,
-        body_len: 0,
-        path: Some("/".into()),
-        interface: Some("org.x.Y".into()),
-        member: Some("M".into()),
-        error_name: (kind == MessageType::Error).then(|| "org.x.Error".into()),
-        reply_serial: None,
-        destination: dest.map(Into::into),
-        sender: Some(sender.into()),
-        signature: None,
-        unix_fds: 0,
-    }
-}
-
 fn strings_body(items: &[&str]) -> Vec<u8> {
     let mut b = Vec::new();
     for s in items {
@@ -182,7 +157,7 @@ struct Harness {
 impl Harness {
     fn record_fakes(&mut self, calls: &[Vec<u8>]) {
         for c in calls {
-            let (h, body) = parse(c);
+            let (h, body) = split(c);
             assert!(
                 h.serial > MAX_CLIENT_SERIAL,
                 "the proxy's calls use its own serials"
@@ -256,7 +231,7 @@ impl Harness {
                 );
                 let reply_to = match &verdict {
                     FromBus::Replace(m) => {
-                        let (rh, _) = parse(m);
+                        let (rh, _) = split(m);
                         assert_eq!(rh.reply_serial, h.reply_serial);
                         rh.reply_serial
                     }
@@ -347,7 +322,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if flags & 1 != 0 {
         let m = wire::method_call(1, 0, BUS, "/", BUS, "Hello", &[]);
-        let (h, body) = parse(&m);
+        let (h, body) = split(&m);
         assert!(hs.client(&h, &body));
         assert!(
             hs.m.hello == Some(1),
@@ -500,7 +475,7 @@ fuzz_target!(|data: &[u8]| {
                     member,
                     &[name(arg)],
                 );
-                let (mut h, body) = parse(&m);
+                let (mut h, body) = split(&m);
                 if sel & 4 != 0 {
                     h.interface = None;
                 }

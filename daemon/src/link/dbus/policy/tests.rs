@@ -2,6 +2,7 @@
 //! parsed with [`wire`] as the pumps see them.
 
 use super::*;
+use crate::test_util::dbus;
 
 const EXAMPLE: &str = "org.pantavisor.Example";
 const HIDDEN: &str = "org.pantavisor.Hidden";
@@ -22,10 +23,9 @@ fn call_flags(
     member: &str,
     args: &[&str],
 ) -> (Header, Vec<u8>) {
-    let m = wire::method_call(serial, flags, dest, "/", iface, member, args);
-    let h = wire::parse(&m).expect("parse");
-    let body = m[h.body_offset..].to_vec();
-    (h, body)
+    dbus::split(&wire::method_call(
+        serial, flags, dest, "/", iface, member, args,
+    ))
 }
 
 fn bus_call(serial: u32, member: &str, args: &[&str]) -> (Header, Vec<u8>) {
@@ -34,23 +34,7 @@ fn bus_call(serial: u32, member: &str, args: &[&str]) -> (Header, Vec<u8>) {
 
 /// A message from the bus, built field by field.
 fn incoming(kind: MessageType, sender: &str, dest: Option<&str>) -> Header {
-    Header {
-        big_endian: false,
-        kind,
-        flags: 0,
-        serial: 900,
-        body_offset: 0,
-        body_len: 0,
-        path: Some("/".into()),
-        interface: Some("org.x.Y".into()),
-        member: Some("M".into()),
-        error_name: (kind == MessageType::Error).then(|| "org.x.Error".into()),
-        reply_serial: None,
-        destination: dest.map(Into::into),
-        sender: Some(sender.into()),
-        signature: None,
-        unix_fds: 0,
-    }
+    dbus::header(kind, sender, dest, 900)
 }
 
 fn reply_to(serial: u32, sender: &str, sig: Option<&str>, body: &[u8]) -> Header {
