@@ -154,17 +154,16 @@ fn up(link_timeout: Duration) -> Result<()> {
     );
     // Without it the input provider has no keyboard to export: say why
     // its row fails rather than leave it looking like a daemon fault.
-    let uinput_less: Vec<&str> = graph
+    let uinput_less = graph
         .iter()
         .filter_map(|l| l["provider"].as_str())
-        .filter(|p| examples::NEEDS_UINPUT.contains(p))
-        .collect();
-    if !uinput_less.is_empty() && ae.sh("test -c /dev/uinput").is_err() {
+        .find(|p| examples::NEEDS_UINPUT.contains(p));
+    if let Some(provider) = uinput_less.filter(|_| ae.sh("test -c /dev/uinput").is_err()) {
         println!();
         println!(
             "This host has no /dev/uinput: {} cannot make the keyboard it exports, so that \
              link fails (device not found); it is injected where the appengine has /dev/uinput.",
-            uinput_less[0]
+            provider
         );
     }
     let n = ae.name.clone();
