@@ -48,13 +48,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, Level};
 
 use crate::graph::{LinkKey, LinkSpec};
-use crate::link::{self, LinkEnd, LinkError, LinkHandle, LinkStats, Options, Removal};
+use crate::link::{self, EndWatch, LinkEnd, LinkError, LinkHandle, LinkStats, Options, Removal};
 use crate::logging::link_event;
 use crate::process::LinkPids;
 use crate::shutdown::Shutdown;
@@ -134,7 +134,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn stats(&self, handle: &Self::Handle) -> Option<Arc<LinkStats>>;
 
     /// What will say that the running link ended on its own, if anything.
-    fn take_end(&self, handle: &mut Self::Handle) -> Option<oneshot::Receiver<LinkEnd>>;
+    fn take_end(&self, handle: &mut Self::Handle) -> Option<EndWatch>;
 }
 
 /// The real backend: [`link::start_with`] under the daemon's shutdown
@@ -213,7 +213,7 @@ impl Backend for LinkBackend {
         Some(handle.stats().clone())
     }
 
-    fn take_end(&self, handle: &mut LinkHandle) -> Option<oneshot::Receiver<LinkEnd>> {
+    fn take_end(&self, handle: &mut LinkHandle) -> Option<EndWatch> {
         handle.take_end()
     }
 }
@@ -713,7 +713,7 @@ impl<B: Backend> Reconciler<B> {
                             let tx = self.tx.clone();
                             let key = key.clone();
                             tokio::spawn(async move {
-                                if let Ok(end) = end.await {
+                                if let Some(end) = end.await {
                                     let _ = tx.send(Msg::Ended { key, gen, end });
                                 }
                             });

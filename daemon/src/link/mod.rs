@@ -76,7 +76,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tracing::Level;
@@ -556,7 +556,7 @@ pub struct LinkHandle {
     injected: Option<Injected>,
     /// A passthrough link's bind mount in the consumer.
     mounted: Option<ns::Mounted>,
-    end: Option<oneshot::Receiver<LinkEnd>>,
+    end: Option<EndWatch>,
 }
 
 impl LinkHandle {
@@ -566,7 +566,7 @@ impl LinkHandle {
 
     /// The link's own end (a process exited, the provider socket was
     /// refused), once; `None` if already taken.
-    pub fn take_end(&mut self) -> Option<oneshot::Receiver<LinkEnd>> {
+    pub fn take_end(&mut self) -> Option<EndWatch> {
         self.end.take()
     }
 
@@ -813,6 +813,31 @@ pub async fn start_with(
     })
 }
 
+/// What ends a running link on its own, once awaited: `None` when the link
+/// was stopped first. A future rather than a task of its own: whoever waits
+/// for the end (the reconciler) polls it, so a link costs no extra task.
+pub struct EndWatch(Pin<Box<dyn Future<Output = Option<LinkEnd>> + Send>>);
+
+impl EndWatch {
+    pub fn new(end: impl Future<Output = Option<LinkEnd>> + Send + 'static) -> Self {
+        EndWatch(Box::pin(end))
+    }
+}
+
+impl Future for EndWatch {
+    type Output = Option<LinkEnd>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for EndWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EndWatch")
+    }
+}
+
 /// Watch what ends a link on its own: either process exiting, the
 /// provider socket refused. Nothing is reported once `shutdown` fired.
 fn watch_ends(
@@ -820,9 +845,8 @@ fn watch_ends(
     provider: Option<Arc<Process>>,
     socket: Option<Arc<Provider>>,
     shutdown: Shutdown,
-) -> oneshot::Receiver<LinkEnd> {
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
+) -> EndWatch {
+    EndWatch::new(async move {
         let provider_exit = async {
             match &provider {
                 Some(p) => p.exited().await,
@@ -835,18 +859,16 @@ fn watch_ends(
                 None => std::future::pending().await,
             }
         };
-        let end = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = consumer.exited() => LinkEnd::Exited(format!("consumer exited (pid {})", consumer.pid())),
-            _ = provider_exit => LinkEnd::Exited(format!(
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            _ = consumer.exited() => Some(LinkEnd::Exited(format!("consumer exited (pid {})", consumer.pid()))),
+            _ = provider_exit => Some(LinkEnd::Exited(format!(
                 "provider exited (pid {})",
                 provider.as_ref().map_or(0, |p| p.pid())
-            )),
-            why = refused => LinkEnd::Refused(why),
-        };
-        let _ = tx.send(end);
-    });
-    rx
+            ))),
+            why = refused => Some(LinkEnd::Refused(why)),
+        }
+    })
 }
 
 /// The accept loop: serve consumer connections accepted on `listener`,

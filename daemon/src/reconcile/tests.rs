@@ -124,8 +124,9 @@ impl Backend for Fake {
         None
     }
 
-    fn take_end(&self, handle: &mut FakeLink) -> Option<oneshot::Receiver<LinkEnd>> {
-        handle.1.take()
+    fn take_end(&self, handle: &mut FakeLink) -> Option<EndWatch> {
+        let end = handle.1.take()?;
+        Some(EndWatch::new(async move { end.await.ok() }))
     }
 }
 
