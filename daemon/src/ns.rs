@@ -1239,4 +1239,17 @@ mod tests {
         let err = open_dirs(&root, Path::new("/a/file/x"), target).unwrap_err();
         assert!(err.to_string().contains("not a directory"), "{err}");
     }
+
+    /// Sessions hand provider connections to tokio as they come: a
+    /// blocking one would stall a whole session worker on its first read.
+    #[test]
+    fn provider_connections_are_non_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.sock");
+        let _listener = UnixListener::bind(&path).unwrap();
+        let resolved = ResolvedSocket::resolve(None, &path).expect("host socket");
+        let stream = resolved.connect().expect("connected");
+        let flags = nix::fcntl::fcntl(&stream, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert!(OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK));
+    }
 }

@@ -265,8 +265,9 @@ impl Provider {
     }
 
     async fn connect_with(&self, creds: Option<(u32, u32)>) -> Result<UnixStream, NsError> {
+        // Already non-blocking: `ResolvedSocket::connect` opens it with
+        // SOCK_NONBLOCK (one ioctl less per session).
         let (std, _) = self.connect_checked(creds).await?;
-        std.set_nonblocking(true)?;
         Ok(UnixStream::from_std(std)?)
     }
 
