@@ -6,6 +6,13 @@
 # `peer-table:` and `idle-pss:` lines as one Markdown table. Installs the
 # peers if missing (Debian packages). Run as root (namespaces); takes a few
 # minutes per bench. Full outputs stay in $BENCH_OUT (default a temp dir).
+#
+# BENCH_CPUS=0 (a taskset CPU list) runs every bench, client, daemon and
+# peers included, on those CPUs only. On a VM a wakeup that lands on a
+# halted vCPU costs tens of microseconds (on one 2-vCPU firecracker guest a
+# direct 1-byte round trip took 55 us across vCPUs and 2.7 us on one), and
+# where each party runs decides the figure; on one CPU the ratios show
+# what each relay costs in CPU instead, as on a busy device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ci/root.sh
@@ -15,10 +22,17 @@ apt_install socat nginx-light xdg-dbus-proxy
 
 out=${BENCH_OUT:-$(mktemp -d /tmp/bench-peers.XXXXXX)}
 mkdir -p "$out"
+pin=()
+where="$(nproc) cores"
+if [ -n "${BENCH_CPUS:-}" ]; then
+  pin=(taskset -c "$BENCH_CPUS")
+  where="$(nproc) cores, everything pinned to CPU(s) $BENCH_CPUS"
+fi
 run() { # name, cargo args...
   local name=$1; shift
   echo "== $name (output: $out/$name.txt)"
-  cargo bench "$@" 2>"$out/$name.err" | tee "$out/$name.txt" \
+  # Built unpinned first: only the bench itself runs on $BENCH_CPUS.
+  { cargo bench "$@" --no-run && "${pin[@]}" cargo bench "$@"; } 2>"$out/$name.err" | tee "$out/$name.txt" \
     || { tail -30 "$out/$name.err" >&2; echo "bench-peers: $name failed" >&2; exit 1; }
 }
 run unix_relay -p pv-xconnect --bench unix_relay
@@ -27,7 +41,7 @@ run dbus -p pv-e2e --bench dbus
 
 cat "$out"/{unix_relay,rest_relay,dbus}.txt >"$out/all.txt"
 echo
-echo "pv-xconnect against its peers, $(date -u +%Y-%m-%d), $(nproc) cores," \
+echo "pv-xconnect against its peers, $(date -u +%Y-%m-%d), $where," \
   "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" \
   "(medians of interleaved rounds; ratios of the same run)"
 echo
