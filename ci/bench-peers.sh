@@ -10,7 +10,7 @@
 # BENCH_CPUS=0 (a taskset CPU list) runs every bench, client, daemon and
 # peers included, on those CPUs only. On a VM a wakeup that lands on a
 # halted vCPU costs tens of microseconds (on one 2-vCPU firecracker guest a
-# direct 1-byte round trip took 55 us across vCPUs and 2.7 us on one), and
+# direct 1-byte round trip took 57 us across vCPUs and 2.7 us on one), and
 # where each party runs decides the figure; on one CPU the ratios show
 # what each relay costs in CPU instead, as on a busy device.
 set -euo pipefail
